@@ -1,0 +1,184 @@
+"""``python -m kpcore``: the command line. Each command is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import KpcoreError
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import dataset_summary, resolve_data_root
+
+    summary = dataset_summary(args.data_root)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"data root: {resolve_data_root(args.data_root).resolve()}")
+    for name, info in summary.items():
+        if "error" in info:
+            print(f"  {name:9s} missing - {info['error']}")
+        else:
+            splits = ", ".join(f"{k} {v}" for k, v in info.items() if k != "path")
+            print(f"  {name:9s} {splits}   ({info['path']})")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import describe_models
+
+    rows = describe_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':22s} {'kind':10s} {'params':>11s}  input   description")
+    for r in rows:
+        size = "x".join(str(v) for v in r["default_input_size"])
+        print(f"{r['name']:22s} {r['kind']:10s} {r['params']:11,d}  {size:7s} {r['description']}")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .data import resolve_data_root
+    from .download import download_dataset
+
+    root = Path(args.root) if args.root else resolve_data_root(None)
+    path = download_dataset(args.dataset, root, force=args.force, archive=args.archive)
+    print(f"{args.dataset} ready at {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train_from_job
+
+    run_dir = train_from_job(args.job, data_root=args.data_root, out=args.out, epochs=args.epochs,
+                             resume=args.resume, force=args.force, overrides=args.set)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model
+
+    summary = evaluate_model(args.model, data_root=args.data_root, split=args.split, labels=args.labels,
+                             json_out=args.json, flip_test=args.flip_test, save=not args.no_save)
+    keys = ("n", "mean_px_error", "nme", "failure_rate", "auc", "mae")
+    print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
+                   for k in keys if k in summary))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(json_out=args.json, data_root=args.data_root, quick=args.quick)
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push
+
+    url = push(args.model_dir, args.repo_id, token=args.token, private=args.private)
+    print(f"pushed to {url}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    pred = Predictor.from_pretrained(args.model)
+    faces = pred.predict(args.image)
+    print(json.dumps([f.to_dict() for f in faces], indent=2))
+    if args.out:
+        from .render import draw_keypoints
+
+        from PIL import Image
+
+        img = pred.load_image(args.image)
+        for f in faces:
+            img = draw_keypoints(img, f.points, layout=pred.facts)
+        Image.fromarray(img).save(args.out)
+        print(f"overlay written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kpcore", description="Facial keypoint detection: data, training, evaluation.")
+    sub = p.add_subparsers(dest="command", required=True)
+    data_root_help = "folder holding imm_face_db/ and ibug_300W_*/ (default: $KPCORE_DATA or ./data)"
+
+    s = sub.add_parser("datasets", help="list the datasets found under the data root")
+    s.add_argument("--data-root", help=data_root_help)
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_datasets)
+
+    s = sub.add_parser("models", help="list the registered models")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_models)
+
+    s = sub.add_parser("download", help="download and extract an official dataset archive")
+    s.add_argument("dataset", choices=["imm", "ibug300w"])
+    s.add_argument("--root", help="where to put it (default: $KPCORE_DATA or ./data)")
+    s.add_argument("--archive", help="extract this already-downloaded archive instead of downloading")
+    s.add_argument("--force", action="store_true", help="download again even if present")
+    s.set_defaults(func=_cmd_download)
+
+    s = sub.add_parser("train", help="train a model from a job file (train_jobs/*.yaml)")
+    s.add_argument("job", help="job YAML file")
+    s.add_argument("--data-root", help=data_root_help)
+    s.add_argument("--out", help="run folder (default: runs/<job name>)")
+    s.add_argument("--epochs", type=int, help="override the number of epochs")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
+    s.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set optim.lr=1e-3 (repeatable)")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint folder or Hub repo id")
+    s.add_argument("model", help="checkpoint folder (e.g. checkpoints/face68-300w) or Hub repo id (user/repo)")
+    s.add_argument("--data-root", help=data_root_help)
+    s.add_argument("--split", default=None, help="val or test (default: test if the task has one, else val)")
+    s.add_argument("--labels", help="an XML in the 300-W form to evaluate on (images relative to it)")
+    s.add_argument("--json", help="also write the summary JSON here")
+    s.add_argument("--flip-test", action="store_true", help="average with the prediction on the flipped face")
+    s.add_argument("--no-save", action="store_true", help="do not write eval/ files next to the model")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("bench", help="accuracy, latency and throughput of the shipped models")
+    s.add_argument("--json", help="write the results here (default: benchmarks/bench.json)")
+    s.add_argument("--data-root", help=data_root_help)
+    s.add_argument("--quick", action="store_true", help="fewer repetitions")
+    s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("push", help="push a checkpoint folder to the Hugging Face Hub")
+    s.add_argument("model_dir")
+    s.add_argument("repo_id")
+    s.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+    s.add_argument("--private", action="store_true")
+    s.set_defaults(func=_cmd_push)
+
+    s = sub.add_parser("predict", help="find faces in a photo and print their keypoints")
+    s.add_argument("model", help="checkpoint folder or Hub repo id")
+    s.add_argument("image")
+    s.add_argument("--out", help="write an overlay image here")
+    s.set_defaults(func=_cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KpcoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

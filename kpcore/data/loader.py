@@ -1,0 +1,247 @@
+"""From samples to model inputs: the face crop, the decode cache, the torch Dataset.
+
+One crop matrix ``M`` (original pixels -> input pixels, :mod:`kpcore.geometry`)
+is computed per sample and draw; the image is warped by it and the points are
+moved by it, so every prediction maps back to the original image exactly with
+``inv(M)``.
+
+Images are decoded once and kept in memory at a little more than the input
+resolution (:data:`CACHE_OVERSAMPLE`), with a margin around the crop for the
+jitter and rotation of augmentation. A training epoch then costs one small
+warp per sample instead of a JPEG decode and a large resize.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .. import geometry as geo
+from ..errors import ConfigError
+from ..facts import DatasetFacts
+from ..transforms import AugmentConfig, apply_augmentation, build_augmentation
+from .datasets import Sample
+
+CACHE_OVERSAMPLE = 1.5  # cached crop resolution relative to the input resolution
+CACHE_MARGIN = 1.3  # cached area relative to the crop area (room for jitter/rotation)
+GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
+RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class InputSpec:
+    """How a face becomes a model input.
+
+    Attributes:
+        width: Input width in pixels.
+        height: Input height in pixels.
+        color: ``"gray"`` (1 channel) or ``"rgb"`` (3 channels).
+        crop_mode: ``"box"`` crops the face box (300-W); ``"whole"`` resizes
+            the whole image (IMM).
+        enlarge: Box enlargement factor for ``"box"`` (official 300-W boxes are
+            tight; 1.2-1.5 is usual). The box is grown to the input's aspect ratio.
+        mean: Per-channel mean subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation divided by.
+    """
+
+    width: int = 128
+    height: int = 128
+    color: str = "gray"
+    crop_mode: str = "box"
+    enlarge: float = 1.3
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.mean:
+            self.mean = list(GRAY_MEAN if self.color == "gray" else RGB_MEAN)
+        if not self.std:
+            self.std = list(GRAY_STD if self.color == "gray" else RGB_STD)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    def validate(self) -> None:
+        if not (8 <= self.width <= 2048 and 8 <= self.height <= 2048):
+            raise ConfigError(f"input.width x input.height = {self.width}x{self.height}: each side must be 8..2048 px")
+        if self.color not in ("gray", "rgb"):
+            raise ConfigError(f"input.color = {self.color!r}: use 'gray' or 'rgb'")
+        if self.crop_mode not in ("box", "whole"):
+            raise ConfigError(f"input.crop_mode = {self.crop_mode!r}: use 'box' (crop the face box) or 'whole'")
+        if not (0.5 <= self.enlarge <= 4):
+            raise ConfigError(f"input.enlarge = {self.enlarge!r}: use a factor between 0.5 and 4 (1.2-1.5 is usual)")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ConfigError(f"input.mean/std need {self.channels} value(s) for color={self.color!r}")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"input.std = {self.std}: every value must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        crop = d.get("crop")  # tolerate the nested checkpoint form {"crop": {"mode", "enlarge"}}
+        if isinstance(crop, dict):
+            known.setdefault("crop_mode", crop.get("mode", "box"))
+            known.setdefault("enlarge", crop.get("enlarge", 1.3))
+        return cls(**known)
+
+    def crop_box(self, box: Sequence[float] | None, image_size: tuple[int, int]) -> geo.Box:
+        """The region of the original image that fills the input (edge coordinates)."""
+        if self.crop_mode == "whole" or box is None:
+            w, h = image_size
+            return geo.enlarge_box((0, 0, w, h), 1.0, square=False, aspect=self.width / self.height)
+        return geo.enlarge_box(box, self.enlarge, aspect=self.width / self.height)
+
+    def to_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(C, H, W)`` -> normalised float32."""
+        x = image.float().div_(255.0)
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (x - mean) / std
+
+
+def decode_rgb(path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3)."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        from ..errors import BadImageError
+
+        raise BadImageError(f"{path}: cannot decode the image; the file is missing, truncated or not an image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def to_color(image: np.ndarray, color: str) -> np.ndarray:
+    """RGB (H, W, 3) -> (H, W, C) in the wanted colour space (gray keeps a channel axis)."""
+    if color == "gray":
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
+    return image
+
+
+def crop_input(image: np.ndarray, matrix: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Warp an (H, W, C) image to the input size with ``matrix``; keeps a channel axis."""
+    out = geo.warp(image, matrix, spec.size)
+    return out[..., None] if out.ndim == 2 else out
+
+
+@dataclass
+class _Cached:
+    image: np.ndarray  # (h, w, C) uint8, the cached region
+    to_cache: np.ndarray  # 3x3: original pixels -> cache pixels
+
+
+class KeypointDataset(Dataset):
+    """Samples as model inputs, with optional augmentation.
+
+    Each item is a dict: ``image`` (C, H, W) float32, ``target`` (K, 2) in
+    [-1, 1], ``points`` (K, 2) input pixels, ``matrix`` (3, 3) float64
+    original -> input pixels (the inverse maps predictions back; for an
+    augmented item it is only the crop part), ``norm`` the normalising distance
+    in original pixels, ``index``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], facts: DatasetFacts, spec: InputSpec,
+                 augment: AugmentConfig | None = None, cache: bool = True, progress: bool = True,
+                 seed: int = 0) -> None:
+        spec.validate()
+        self.samples = list(samples)
+        self.facts = facts
+        self.spec = spec
+        self.augment_cfg = augment if augment is not None and augment.enabled else None
+        self.pipeline = build_augmentation(augment, facts, spec.color == "rgb") if self.augment_cfg else None
+        self.seed = seed
+        self._cache: list[_Cached] | None = None
+        if cache:
+            self._cache = self._build_cache(progress)
+
+    # -- cache ---------------------------------------------------------------
+    def _cache_one(self, s: Sample) -> _Cached:
+        box = self.spec.crop_box(s.box, s.image_size)
+        if self.spec.crop_mode == "box":
+            box = geo.enlarge_box(box, CACHE_MARGIN, square=False, aspect=self.spec.width / self.spec.height)
+            margin = CACHE_MARGIN
+        else:
+            margin = 1.0
+        size = (math.ceil(self.spec.width * margin * CACHE_OVERSAMPLE),
+                math.ceil(self.spec.height * margin * CACHE_OVERSAMPLE))
+        m = geo.crop_matrix(box, size)
+        img = to_color(decode_rgb(s.image_path), self.spec.color)
+        cached = geo.warp(img, m, size)
+        if cached.ndim == 2:
+            cached = cached[..., None]
+        return _Cached(cached, m)
+
+    def _build_cache(self, progress: bool) -> list[_Cached]:
+        # OpenCV releases the GIL while decoding and warping, so threads help.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            it = pool.map(self._cache_one, self.samples)
+            return list(tqdm(it, total=len(self.samples), desc="decoding images", disable=not progress,
+                             leave=False))
+
+    def source(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded image and matrix (original -> that image) to crop from."""
+        if self._cache is not None:
+            c = self._cache[index]
+            return c.image, c.to_cache
+        s = self.samples[index]
+        return to_color(decode_rgb(s.image_path), self.spec.color), np.eye(3)
+
+    # -- items ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def crop_matrix(self, index: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Original -> input matrix of sample ``index``, with box jitter if ``rng`` is given."""
+        s = self.samples[index]
+        box = self.spec.crop_box(s.box, s.image_size)
+        if rng is not None and self.augment_cfg is not None and self.spec.crop_mode == "box":
+            j = self.augment_cfg.box_jitter
+            left, top, w, h = box
+            dx, dy = rng.uniform(-j, j, size=2) * (w, h)
+            f = 1 + rng.uniform(-j, j)
+            box = geo.enlarge_box((left + dx, top + dy, w, h), f, square=False)
+        return geo.crop_matrix(box, self.spec.size)
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.samples[index]
+        rng = None
+        if self.pipeline is not None:
+            rng = np.random.default_rng([self.seed, index, torch.randint(0, 2**31 - 1, ()).item()])
+        m = self.crop_matrix(index, rng)
+        src, to_src = self.source(index)
+        image = crop_input(src, m @ geo.invert(to_src), self.spec)
+        points = geo.apply(m, s.points).astype(np.float32)
+        img_t, points = apply_augmentation(self.pipeline, image, points)
+        target = geo.normalize_points(points, self.spec.size).astype(np.float32)
+        return {
+            "image": self.spec.to_tensor(img_t),
+            "target": torch.from_numpy(target),
+            "points": torch.from_numpy(np.asarray(points, dtype=np.float32)),
+            "matrix": torch.from_numpy(m),
+            "norm": torch.tensor(s.norm_distance, dtype=torch.float32),
+            "index": index,
+        }
+
+    def draw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """One (augmented, if enabled) input as a displayable RGB uint8 image and its input-pixel points."""
+        item = self[index]
+        mean = torch.tensor(self.spec.mean).view(-1, 1, 1)
+        std = torch.tensor(self.spec.std).view(-1, 1, 1)
+        img = ((item["image"] * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+        if img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+        return img, item["points"].numpy()
