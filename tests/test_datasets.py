@@ -63,9 +63,9 @@ def test_300w_layout_matches_real_faces(data_root):
     s = test[0]
     assert s.norm_distance == pytest.approx(float(np.linalg.norm(s.points[a] - s.points[b])))
     # XML boxes overlap the face
-    l, t, w, h = s.box
+    left, top, w, h = s.box
     c = s.points.mean(axis=0)
-    assert l < c[0] < l + w and t < c[1] < t + h
+    assert left < c[0] < left + w and top < c[1] < top + h
 
 
 @needs_300w
