@@ -93,9 +93,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     faces = pred.predict(args.image)
     print(json.dumps([f.to_dict() for f in faces], indent=2))
     if args.out:
-        from .render import draw_keypoints
-
         from PIL import Image
+
+        from .render import draw_keypoints
 
         img = pred.load_image(args.image)
         for f in faces:

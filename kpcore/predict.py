@@ -1,0 +1,194 @@
+"""``Predictor``: a trained checkpoint as a function from images to keypoints.
+
+    from kpcore import Predictor
+    p = Predictor.from_pretrained("checkpoints/face68-300w")    # or a Hub repo id "user/repo"
+    pts = p.predict_crop("face.jpg", box=(left, top, width, height))   # (K, 2) image pixels
+    faces = p.predict("group.jpg")                                     # detect faces, then points
+
+Every prediction is made on the crop the model was trained on (the same
+:class:`~kpcore.data.loader.InputSpec` and crop matrix) and mapped back to
+original-image pixels with the inverse of that matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import geometry as geo
+from .data.loader import InputSpec, crop_input, to_color
+from .facts import FACTS, DatasetFacts
+
+DEFAULT_BATCH = 32
+
+
+@dataclass
+class FacePrediction:
+    """One detected face: ``box`` (left, top, width, height), detector ``score``, ``points`` (K, 2)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    points: np.ndarray
+    crop_box: tuple[float, float, float, float] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["points"] = np.round(np.asarray(self.points, float), 2).tolist()
+        d["box"] = [round(float(v), 2) for v in self.box]
+        d["crop_box"] = None if self.crop_box is None else [round(float(v), 2) for v in self.crop_box]
+        return d
+
+
+def flip_average(model: torch.nn.Module, x: torch.Tensor, perm: np.ndarray) -> torch.Tensor:
+    """Test-time flip: average the prediction on ``x`` and the un-flipped one on its mirror.
+
+    In normalised coordinates a mirror is ``u_x -> -u_x`` (exact for the
+    ``x -> W - 1 - x`` pixel flip); left/right ids are swapped back with ``perm``.
+    """
+    out = model(x)
+    mirrored = model(torch.flip(x, dims=[-1]))
+    mirrored = mirrored[:, torch.as_tensor(perm, device=x.device)]
+    mirrored = torch.stack([-mirrored[..., 0], mirrored[..., 1]], dim=-1)
+    return (out + mirrored) / 2
+
+
+class Predictor:
+    """A loaded checkpoint with its input recipe.
+
+    Attributes:
+        model: The network, in eval mode.
+        config: The checkpoint's ``config.json``.
+        spec: How images become inputs.
+        facts: The keypoint layout (points, skeleton, flip pairs).
+        flip_test: Average with the mirrored prediction (slower, usually more accurate).
+    """
+
+    def __init__(self, model: torch.nn.Module, config: dict, folder: Path | None = None,
+                 flip_test: bool = False, threads: int | None = None) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.folder = folder
+        self.spec = InputSpec.from_dict(config["input"])
+        self.facts: DatasetFacts = FACTS[config["layout"]]
+        self.flip_test = flip_test
+        self.threads = threads
+        self._detector = None
+
+    @classmethod
+    def from_pretrained(cls, folder_or_repo_id: str | Path, flip_test: bool = False,
+                        threads: int | None = None) -> Predictor:
+        """Load a checkpoint folder, a name under ``checkpoints/``, or a Hub repo id."""
+        from .checkpoint import load_checkpoint
+        from .hub import resolve_model_dir
+
+        folder = resolve_model_dir(folder_or_repo_id)
+        model, config = load_checkpoint(folder)
+        return cls(model, config, folder, flip_test=flip_test, threads=threads)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name if self.folder else self.config["model"]["name"]
+
+    # ------------------------------------------------------------ low level
+    @torch.no_grad()
+    def forward_normalized(self, batch: torch.Tensor) -> torch.Tensor:
+        """Model output ``(B, K, 2)`` in [-1, 1] for a normalised input batch."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if self.flip_test:
+            return flip_average(self.model, batch, self.facts.flip_permutation)
+        return self.model(batch)
+
+    def prepare(self, image: np.ndarray, box: Sequence[float] | None) -> tuple[torch.Tensor, np.ndarray]:
+        """Crop one RGB image as in training: the input tensor and its crop matrix."""
+        h, w = image.shape[:2]
+        m = geo.crop_matrix(self.spec.crop_box(box, (w, h)), self.spec.size)
+        img = crop_input(to_color(image, self.spec.color), m, self.spec)
+        x = self.spec.to_tensor(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
+        return x, m
+
+    def load_image(self, image) -> np.ndarray:
+        """Any accepted image form -> RGB uint8, EXIF orientation applied (clear errors on bad input)."""
+        from .imageio import load_image
+
+        return load_image(image)
+
+    # -------------------------------------------------------------- crops
+    def predict_crop(self, image, box: Sequence[float] | None = None) -> np.ndarray:
+        """Points ``(K, 2)`` in image pixels for the face in ``box`` = (left, top, width, height).
+
+        ``image`` is a path, PIL image, bytes or RGB array. ``box=None`` uses the
+        whole image (what IMM-style models expect).
+        """
+        return self.predict_crops(self.load_image(image), [box])[0]
+
+    def predict_crops(self, images, boxes: Sequence[Sequence[float] | None],
+                      batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """Batched form: ``(N, K, 2)`` for N boxes on one image (an array) or on N images (a list)."""
+        if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)):
+            images = [images] * len(boxes)
+        if len(images) != len(boxes):
+            raise ValueError(f"got {len(images)} images for {len(boxes)} boxes; pass one box per image")
+        out = []
+        for start in range(0, len(boxes), batch_size):
+            xs, ms = [], []
+            for img, box in zip(images[start:start + batch_size], boxes[start:start + batch_size], strict=True):
+                arr = img if isinstance(img, np.ndarray) else self.load_image(img)
+                x, m = self.prepare(arr, box)
+                xs.append(x)
+                ms.append(m)
+            coords = self.forward_normalized(torch.stack(xs)).float().numpy()
+            for c, m in zip(coords, ms, strict=True):
+                out.append(geo.apply(geo.invert(m), geo.denormalize_points(c, self.spec.size)))
+        return np.stack(out).astype(np.float32) if out else np.zeros((0, self.facts.num_points, 2), np.float32)
+
+    # --------------------------------------------------------------- photos
+    def detector(self):
+        if self._detector is None:
+            from .detect import get_detector
+
+            self._detector = get_detector()
+        return self._detector
+
+    def face_to_crop_box(self, det_box: Sequence[float]) -> tuple[float, float, float, float]:
+        """Map a detector box to the box the model was trained with (``config['detector_box_map']``).
+
+        The map is ``(dx, dy, sw, sh)``: centre shift as fractions of the
+        detector box and size scale, fitted on training data; identity if absent.
+        """
+        dx, dy, sw, sh = self.config.get("detector_box_map", [0.0, 0.0, 1.0, 1.0])
+        left, top, w, h = det_box
+        cx, cy = left + w / 2 + dx * w, top + h / 2 + dy * h
+        nw, nh = w * sw, h * sh
+        return cx - nw / 2, cy - nh / 2, nw, nh
+
+    def predict(self, image, min_score: float | None = None, whole_image_if_no_face: bool = False) -> list[FacePrediction]:
+        """Find every face in a photo and predict its points.
+
+        Raises:
+            NoFaceFoundError: no face was found (and ``whole_image_if_no_face`` is False).
+        """
+        from .errors import NoFaceFoundError
+
+        arr = self.load_image(image)
+        dets = self.detector().detect(arr, min_score)
+        h, w = arr.shape[:2]
+        if not dets:
+            if not whole_image_if_no_face:
+                raise NoFaceFoundError(
+                    f"no face found in the {w}x{h} image; try a photo where the face is larger and frontal, "
+                    f"or run on the whole image (whole_image_if_no_face=True)")
+            boxes = [(0.0, 0.0, float(w), float(h))]
+            scores = [0.0]
+        else:
+            boxes = [tuple(float(v) for v in d.box) for d in dets]
+            scores = [float(d.score) for d in dets]
+        crop_boxes = [self.face_to_crop_box(b) for b in boxes]
+        pts = self.predict_crops(arr, crop_boxes)
+        return [FacePrediction(box=b, score=s, points=p, crop_box=cb) for b, s, p, cb in
+                zip(boxes, scores, pts, crop_boxes, strict=True)]
