@@ -1,0 +1,344 @@
+"""Drawing keypoints, skeletons and image grids.
+
+Everything here returns a new RGB ``uint8`` numpy array ``(H, W, 3)`` and never
+changes its inputs. Points follow the kpcore convention (``kpcore/facts.py``):
+``(x, y)`` pixels, 0-based, pixel centres, so a point at ``(x, y)`` lands on the
+pixel ``image[round(y), round(x)]``.
+
+Colours: predicted points are red, true points green (the same as the eval
+thumbnails described in ``docs/FORMATS.md``).
+
+Overlays are drawn with PIL on a transparent layer ``SUPERSAMPLE`` times larger
+than the image and box-filtered down, which anti-aliases the discs and lines
+without resampling the photo itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from kpcore.facts import DatasetFacts
+
+RGB = tuple[int, int, int]
+
+PRED_COLOR: RGB = (230, 20, 20)
+"""Predicted points."""
+TRUE_COLOR: RGB = (20, 200, 60)
+"""True (annotated) points."""
+PRED_EDGE_COLOR: RGB = (255, 130, 130)
+TRUE_EDGE_COLOR: RGB = (140, 235, 160)
+ERROR_LINE_COLOR: RGB = (255, 210, 0)
+BOX_COLOR: RGB = (40, 140, 255)
+OUTLINE_COLOR: RGB = (0, 0, 0)
+
+# Point radius as a fraction of the longer image side, with bounds in pixels:
+# 1/160 gives 1.5 px on a 224 crop and 4 px on a 640 photo.
+RADIUS_FRACTION = 1 / 160
+MIN_RADIUS_PX = 1.5
+MAX_RADIUS_PX = 12.0
+# Largest overlay (in pixels of the supersampled layer side) we are willing to allocate.
+MAX_LAYER_SIDE = 4096
+SUPERSAMPLE = 4
+
+
+def to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
+    """Return ``image`` as a fresh RGB ``uint8`` array ``(H, W, 3)``.
+
+    Accepts PIL images, gray ``(H, W)`` or ``(H, W, 1)``, RGB and RGBA arrays,
+    ``uint8`` or floats in ``[0, 1]``.
+    """
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(
+            f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {arr.shape}"
+        )
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and float(np.nanmax(arr, initial=0.0)) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(arr).copy()
+
+
+def default_radius(height: int, width: int) -> float:
+    """Point radius in pixels for an image of this size."""
+    return float(np.clip(max(height, width) * RADIUS_FRACTION, MIN_RADIUS_PX, MAX_RADIUS_PX))
+
+
+def _as_points(points: np.ndarray | Sequence | None, name: str) -> np.ndarray | None:
+    if points is None:
+        return None
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (K, 2) as (x, y) pixels; got {arr.shape}")
+    return arr
+
+
+def _visible(p: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(p)))
+
+
+def draw_keypoints(
+    image: np.ndarray | Image.Image,
+    points: np.ndarray | Sequence | None,
+    layout: DatasetFacts | None = None,
+    true_points: np.ndarray | Sequence | None = None,
+    *,
+    radius: float | None = None,
+    line_width: float | None = None,
+    skeleton: bool = True,
+    error_lines: bool = False,
+    show_ids: bool = False,
+    pred_color: RGB = PRED_COLOR,
+    true_color: RGB = TRUE_COLOR,
+) -> np.ndarray:
+    """Draw predicted (red) and true (green) points on a copy of ``image``.
+
+    Args:
+        image: The picture, any form :func:`to_rgb_uint8` accepts.
+        points: Predicted points ``(K, 2)`` in image pixels, or None. Rows with
+            NaN are skipped (missing points).
+        layout: Keypoint layout whose ``edges`` give the skeleton; None draws points only.
+        true_points: Ground-truth points ``(K, 2)``, drawn green under the predictions.
+        radius: Disc radius in pixels; default scales with the image (:func:`default_radius`).
+        line_width: Skeleton line width in pixels; default ``radius / 2``.
+        skeleton: Join points along ``layout.edges``.
+        error_lines: Join each predicted point to its true point (yellow).
+        show_ids: Write each point's id beside it (useful to check a layout).
+        pred_color, true_color: Fill colours.
+
+    Returns:
+        RGB ``uint8`` array with the same height and width as ``image``.
+    """
+    base = to_rgb_uint8(image)
+    pred = _as_points(points, "points")
+    true = _as_points(true_points, "true_points")
+    h, w = base.shape[:2]
+    if (pred is None or len(pred) == 0) and (true is None or len(true) == 0):
+        return base
+    r = default_radius(h, w) if radius is None else float(radius)
+    lw = max(1.0, r / 2) if line_width is None else float(line_width)
+    edges = list(layout.edges) if (layout is not None and skeleton) else []
+
+    s = max(1, min(SUPERSAMPLE, MAX_LAYER_SIDE // max(h, w, 1)))
+    layer = Image.new("RGBA", (w * s, h * s), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+
+    def sub(p: np.ndarray) -> tuple[float, float]:
+        # Pixel centre i of the image covers subpixels i*s .. i*s+s-1 of the layer.
+        return (float(p[0]) * s + (s - 1) / 2, float(p[1]) * s + (s - 1) / 2)
+
+    def lines(pts: np.ndarray, color: RGB) -> None:
+        for a, b in edges:
+            if a < len(pts) and b < len(pts) and _visible(pts[a]) and _visible(pts[b]):
+                draw.line([sub(pts[a]), sub(pts[b])], fill=(*color, 255), width=max(1, round(lw * s)))
+
+    def discs(pts: np.ndarray, color: RGB) -> None:
+        rs = r * s
+        outline = max(1, round(s * 0.6)) if r >= 2.5 else 0
+        for p in pts:
+            if not _visible(p):
+                continue
+            cx, cy = sub(p)
+            box = [cx - rs, cy - rs, cx + rs, cy + rs]
+            if outline:
+                draw.ellipse(box, fill=(*color, 255), outline=(*OUTLINE_COLOR, 200), width=outline)
+            else:
+                draw.ellipse(box, fill=(*color, 255))
+
+    if true is not None:
+        lines(true, TRUE_EDGE_COLOR)
+    if pred is not None:
+        lines(pred, PRED_EDGE_COLOR)
+    if error_lines and pred is not None and true is not None:
+        for p, t in zip(pred, true, strict=False):
+            if _visible(p) and _visible(t):
+                draw.line([sub(p), sub(t)], fill=(*ERROR_LINE_COLOR, 255), width=max(1, round(lw * s)))
+    if true is not None:
+        discs(true, true_color)
+    if pred is not None:
+        discs(pred, pred_color)
+    if show_ids:
+        ids_from = pred if pred is not None else true
+        font = ImageFont.load_default(size=max(8, round(2.5 * r * s)))
+        for i, p in enumerate(ids_from):
+            if _visible(p):
+                cx, cy = sub(p)
+                draw.text((cx + 1.5 * r * s, cy - 1.5 * r * s), str(i), fill=(255, 255, 255, 255),
+                          font=font, stroke_width=max(1, s), stroke_fill=(0, 0, 0, 255))
+
+    if s > 1:
+        # Average in premultiplied alpha so edges do not pick up dark fringes.
+        layer = layer.convert("RGBa").reduce(s).convert("RGBA")
+    out = Image.fromarray(base).convert("RGBA")
+    out.alpha_composite(layer)
+    return np.asarray(out.convert("RGB"), dtype=np.uint8).copy()
+
+
+def draw_boxes(
+    image: np.ndarray | Image.Image,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[str] | None = None,
+    *,
+    color: RGB = BOX_COLOR,
+    line_width: float | None = None,
+) -> np.ndarray:
+    """Draw face boxes ``(left, top, width, height)`` (edge coordinates) on a copy of ``image``."""
+    base = Image.fromarray(to_rgb_uint8(image))
+    h, w = base.height, base.width
+    lw = max(1, round(default_radius(h, w) / 2)) if line_width is None else max(1, round(line_width))
+    draw = ImageDraw.Draw(base)
+    font = ImageFont.load_default(size=max(12, round(max(h, w) / 32)))
+    for i, box in enumerate(boxes):
+        left, top, bw, bh = (float(v) for v in box)
+        # Edge coordinate e is pixel-centre coordinate e - 0.5 (kpcore.geometry).
+        x0, y0, x1, y1 = left - 0.5, top - 0.5, left + bw - 0.5, top + bh - 0.5
+        draw.rectangle([round(x0), round(y0), round(x1), round(y1)], outline=color, width=lw)
+        if labels is not None and i < len(labels) and labels[i]:
+            draw.text((round(x0), round(y0) - lw), labels[i], fill=color, font=font, anchor="lb",
+                      stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(base, dtype=np.uint8).copy()
+
+
+def image_grid(
+    images: Sequence[np.ndarray | Image.Image],
+    ncols: int,
+    *,
+    pad: int = 2,
+    pad_value: int = 255,
+) -> np.ndarray:
+    """Tile images row by row into one RGB ``uint8`` array.
+
+    Images of different sizes sit at the top-left of equal cells as large as
+    the largest image. The result has shape
+    ``(rows * (cell_h + pad) + pad, ncols * (cell_w + pad) + pad, 3)`` where
+    ``rows = ceil(len(images) / ncols)``.
+    """
+    if ncols < 1:
+        raise ValueError(f"ncols must be at least 1; got {ncols}")
+    if len(images) == 0:
+        raise ValueError("image_grid needs at least one image; got an empty list")
+    tiles = [to_rgb_uint8(im) for im in images]
+    ncols = min(ncols, len(tiles))
+    rows = math.ceil(len(tiles) / ncols)
+    ch = max(t.shape[0] for t in tiles)
+    cw = max(t.shape[1] for t in tiles)
+    grid = np.full((rows * (ch + pad) + pad, ncols * (cw + pad) + pad, 3), pad_value, dtype=np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (ch + pad), pad + c * (cw + pad)
+        grid[y : y + t.shape[0], x : x + t.shape[1]] = t
+    return grid
+
+
+def maps_grid(
+    maps: np.ndarray,
+    ncols: int,
+    *,
+    cell: int = 48,
+    symmetric: bool = False,
+    pad: int = 2,
+) -> np.ndarray:
+    """Show a stack of 2-D arrays (conv filters, feature maps) as a grid.
+
+    Args:
+        maps: Array ``(N, h, w)`` (one gray tile each) or ``(N, 3, h, w)`` (RGB tiles).
+        ncols: Tiles per row.
+        cell: Side of each tile in pixels; small maps are enlarged with nearest
+            neighbour so a 3x3 filter stays nine visible squares.
+        symmetric: Scale each tile by its largest absolute value so 0 is mid
+            gray (for filter weights); otherwise stretch min..max to 0..255.
+        pad: Gap between tiles in pixels.
+    """
+    arr = np.asarray(maps, dtype=np.float64)
+    if arr.ndim == 4 and arr.shape[1] == 3:
+        arr = arr.transpose(0, 2, 3, 1)
+    elif arr.ndim != 3:
+        raise ValueError(f"maps must be (N, h, w) or (N, 3, h, w); got {arr.shape}")
+    tiles = []
+    for m in arr:
+        m = np.nan_to_num(m)
+        if symmetric:
+            scale = float(np.abs(m).max()) or 1.0
+            u = 0.5 + 0.5 * m / scale
+        else:
+            lo, hi = float(m.min()), float(m.max())
+            u = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+        tile = Image.fromarray((np.clip(u, 0, 1) * 255).round().astype(np.uint8))
+        k = max(1, cell // max(tile.size))
+        tile = tile.resize((tile.width * k, tile.height * k), Image.Resampling.NEAREST)
+        if max(tile.size) > cell:
+            tile.thumbnail((cell, cell), Image.Resampling.BILINEAR)
+        tiles.append(tile)
+    return image_grid(tiles, ncols, pad=pad, pad_value=255)
+
+
+def points_canvas(
+    *point_sets: np.ndarray | Sequence | None,
+    size: int = 320,
+    margin: float = 0.12,
+    color: RGB = (250, 250, 250),
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """A blank canvas that fits the given point sets, for when no image is at hand.
+
+    Returns the canvas and each point set moved and scaled into it (None stays None).
+    """
+    arrays = [_as_points(p, "points") for p in point_sets]
+    finite = [a[np.all(np.isfinite(a), axis=1)] for a in arrays if a is not None]
+    finite = [a for a in finite if len(a)]
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    canvas[:] = color
+    if not finite:
+        return canvas, arrays
+    allp = np.concatenate(finite)
+    lo, hi = allp.min(axis=0), allp.max(axis=0)
+    span = float(max(hi[0] - lo[0], hi[1] - lo[1], 1e-6))
+    scale = (size - 1) * (1 - 2 * margin) / span
+    centre = (lo + hi) / 2
+    moved = [None if a is None else (a - centre) * scale + (size - 1) / 2 for a in arrays]
+    return canvas, moved
+
+
+def augmentation_grid(
+    draw_fn: Callable[[], tuple[np.ndarray | Image.Image, np.ndarray]],
+    n: int,
+    layout: DatasetFacts | None = None,
+    *,
+    ncols: int = 4,
+    tile: int = 192,
+    radius: float | None = None,
+) -> np.ndarray:
+    """Call ``draw_fn()`` ``n`` times and show each ``(image, points)`` with its (true, green) points.
+
+    ``draw_fn`` is typically "load one sample and apply the random training
+    transforms"; each call should give a fresh random draw. Tiles are resized
+    to fit ``tile x tile`` (points scaled with them) before drawing so the
+    markers have the same size in every tile.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1; got {n}")
+    tiles = []
+    for _ in range(n):
+        image, points = draw_fn()
+        rgb = to_rgb_uint8(image)
+        pts = _as_points(points, "points")
+        h, w = rgb.shape[:2]
+        k = tile / max(h, w)
+        nw, nh = max(1, round(w * k)), max(1, round(h * k))
+        small = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
+        # Map pixel centres: x' = (x + 0.5) * nw / w - 0.5.
+        scaled = None if pts is None else (pts + 0.5) * np.array([nw / w, nh / h]) - 0.5
+        tiles.append(draw_keypoints(small, None, layout, true_points=scaled, radius=radius))
+    return image_grid(tiles, ncols)

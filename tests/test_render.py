@@ -1,0 +1,151 @@
+"""Tests of kpcore.render: points land on the right pixels, in the right colours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kpcore.facts import IMM_FACTS, W300_FACTS
+from kpcore.render import (
+    BOX_COLOR,
+    PRED_COLOR,
+    TRUE_COLOR,
+    augmentation_grid,
+    draw_boxes,
+    draw_keypoints,
+    image_grid,
+    maps_grid,
+    points_canvas,
+    to_rgb_uint8,
+)
+
+GRAY = 100
+
+
+def _blank(h: int = 60, w: int = 80) -> np.ndarray:
+    return np.full((h, w, 3), GRAY, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("xy", [(10.0, 20.0), (33.4, 7.6), (0.0, 0.0), (79.0, 59.0), (52.5001, 41.49)])
+def test_predicted_point_is_red_at_its_pixel(xy: tuple[float, float]) -> None:
+    x, y = xy
+    out = draw_keypoints(_blank(), np.array([[x, y]]))
+    assert tuple(out[round(y), round(x)]) == PRED_COLOR
+
+
+def test_true_point_is_green_and_prediction_is_drawn_on_top() -> None:
+    pred = np.array([[10.0, 10.0], [40.0, 30.0]])
+    true = np.array([[20.0, 40.0], [40.0, 30.0]])
+    out = draw_keypoints(_blank(), pred, true_points=true)
+    assert tuple(out[40, 20]) == TRUE_COLOR
+    assert tuple(out[10, 10]) == PRED_COLOR
+    assert tuple(out[30, 40]) == PRED_COLOR  # same place: the prediction wins
+
+
+def test_input_is_not_changed_and_shape_kept() -> None:
+    img = _blank()
+    before = img.copy()
+    out = draw_keypoints(img, np.array([[5.0, 5.0]]))
+    assert np.array_equal(img, before)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert tuple(out[50, 70]) == (GRAY, GRAY, GRAY)  # far from the point: untouched
+
+
+def test_gray_float_and_pil_inputs() -> None:
+    gray = np.full((30, 40), 0.5, dtype=np.float32)
+    assert draw_keypoints(gray, [[3, 4]]).shape == (30, 40, 3)
+    pil = Image.new("L", (40, 30), 128)
+    out = draw_keypoints(pil, [[12, 7]])
+    assert tuple(out[7, 12]) == PRED_COLOR
+    assert tuple(to_rgb_uint8(gray)[0, 0]) == (128, 128, 128)
+
+
+def test_nan_points_are_skipped_and_bad_shapes_rejected() -> None:
+    out = draw_keypoints(_blank(), np.array([[np.nan, np.nan], [30.0, 30.0]]))
+    assert tuple(out[30, 30]) == PRED_COLOR
+    with pytest.raises(ValueError, match=r"\(K, 2\)"):
+        draw_keypoints(_blank(), np.zeros((3, 3)))
+
+
+def test_skeleton_joins_points_along_layout_edges() -> None:
+    img = np.zeros((200, 200, 3), dtype=np.uint8)
+    pts = np.full((W300_FACTS.num_points, 2), np.nan)
+    a, b = W300_FACTS.edges[0]
+    pts[a] = (20, 100)
+    pts[b] = (180, 100)
+    with_edges = draw_keypoints(img, pts, W300_FACTS)
+    without = draw_keypoints(img, pts, W300_FACTS, skeleton=False)
+    assert with_edges[100, 100].sum() > 0  # the midpoint of the edge is coloured
+    assert without[100, 100].sum() == 0
+
+
+def test_error_lines_join_prediction_and_truth() -> None:
+    img = np.zeros((100, 100, 3), dtype=np.uint8)
+    out = draw_keypoints(img, [[10, 50]], true_points=[[90, 50]], error_lines=True)
+    assert out[50, 50].sum() > 0
+    plain = draw_keypoints(img, [[10, 50]], true_points=[[90, 50]])
+    assert plain[50, 50].sum() == 0
+
+
+def test_sizes_scale_with_the_image() -> None:
+    def red_area(side: int) -> int:
+        out = draw_keypoints(np.zeros((side, side, 3), np.uint8), [[side / 2, side / 2]])
+        return int((out[:, :, 0] > 128).sum())
+
+    assert red_area(800) > 4 * red_area(200)
+
+
+def test_image_grid_shape_and_placement() -> None:
+    tiles = [np.full((10, 20, 3), v, np.uint8) for v in (10, 20, 30, 40, 50)]
+    grid = image_grid(tiles, ncols=2, pad=1, pad_value=255)
+    assert grid.shape == (3 * 11 + 1, 2 * 21 + 1, 3)
+    assert tuple(grid[1, 1]) == (10, 10, 10)
+    assert tuple(grid[1, 22]) == (20, 20, 20)
+    assert tuple(grid[23, 1]) == (50, 50, 50)
+    assert tuple(grid[23, 22]) == (255, 255, 255)  # empty cell
+
+
+def test_image_grid_mixed_sizes_and_errors() -> None:
+    grid = image_grid([np.zeros((5, 5), np.uint8), np.zeros((8, 3, 3), np.uint8)], ncols=4, pad=0)
+    assert grid.shape == (8, 10, 3)
+    with pytest.raises(ValueError):
+        image_grid([], 2)
+    with pytest.raises(ValueError):
+        image_grid([np.zeros((2, 2))], 0)
+
+
+def test_maps_grid_keeps_small_filters_blocky() -> None:
+    maps = np.zeros((4, 3, 3))
+    maps[:, 1, 1] = 1.0
+    grid = maps_grid(maps, ncols=2, cell=30, symmetric=True, pad=0)
+    assert grid.shape == (60, 60, 3)
+    assert tuple(grid[15, 15]) == (255, 255, 255)  # centre weight: brightest
+    assert tuple(grid[2, 2]) == (128, 128, 128)  # zero weight: mid gray
+
+
+def test_draw_boxes_outlines_the_box() -> None:
+    out = draw_boxes(np.zeros((50, 50, 3), np.uint8), [(10.5, 10.5, 20, 20)], line_width=1)
+    assert tuple(out[10, 20]) == BOX_COLOR  # top edge: edge coordinate 10.5 is pixel row 10
+    assert out[20, 20].sum() == 0  # inside stays untouched
+
+
+def test_points_canvas_fits_points() -> None:
+    canvas, (p, t) = points_canvas(np.array([[100.0, 100], [300, 500]]), None, size=200)
+    assert canvas.shape == (200, 200, 3) and t is None
+    assert p.min() >= 0 and p.max() <= 199
+
+
+def test_augmentation_grid_calls_draw_fn_n_times() -> None:
+    calls = []
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:
+        calls.append(1)
+        return np.zeros((100, 50, 3), np.uint8), np.array([[25.0, 50.0]])
+
+    grid = augmentation_grid(draw, 6, IMM_FACTS.subset([0], "one", "one"), ncols=3, tile=64)
+    assert len(calls) == 6
+    assert grid.shape == (2 * (64 + 2) + 2, 3 * (32 + 2) + 2, 3)
+    # the point (25, 50) in a 50x100 image lands at (~15.7, 31.5) of each 32x64 tile, drawn green
+    assert tuple(grid[2 + 32, 2 + 16]) == TRUE_COLOR
+    assert tuple(grid[2 + 32, 2 + 34 + 16]) == TRUE_COLOR

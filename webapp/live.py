@@ -1,0 +1,222 @@
+"""Gradio live demo: a photo or the webcam in, keypoints out (image, JSON, CSV).
+
+``build_demo()`` builds the Blocks; nothing is loaded until the first request.
+``app.py`` mounts it at ``/gradio`` next to the Streamlit dashboard. Alone:
+``python -m webapp.live`` serves it on http://127.0.0.1:7861.
+
+API: the main event is ``api_name="predict"`` with the photo first, so::
+
+    from gradio_client import Client, handle_file
+    Client("http://host:port/gradio/").predict(handle_file("face.jpg"), api_name="/predict")
+
+returns ``(annotated image, JSON file, CSV file, summary markdown)``.
+
+Checkpoints are looked up by folder name (:data:`MODELS`) in ``$KPCORE_CHECKPOINTS``
+(``os.pathsep``-separated folders) and then in ``<repo>/checkpoints``. The one
+call into kpcore is :func:`predict_faces` (tests replace it).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from kpcore.facts import FACTS, DatasetFacts
+from kpcore.render import draw_boxes, draw_keypoints
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+CHECKPOINTS_ENV = "KPCORE_CHECKPOINTS"
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+# Dropdown label -> checkpoint folder name.
+MODELS: dict[str, str] = {
+    "Face, 68 points (300-W)": "face68-300w",
+    "Face, 58 points (IMM)": "face58-imm",
+    "Nose tip, 1 point (IMM)": "nose-imm",
+}
+DEFAULT_MODEL = next(iter(MODELS))
+
+
+@dataclass
+class Face:
+    """One detected face, as the demo uses it."""
+
+    points: np.ndarray  # (K, 2) original-image pixels
+    box: list[float] | None  # (left, top, width, height)
+    score: float | None
+
+
+# ---------------------------------------------------------------- kpcore calls
+def checkpoint_roots() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get(CHECKPOINTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [*extra, REPO_ROOT / "checkpoints"]
+
+
+def checkpoint_folder(name: str) -> Path | None:
+    """The first ``<root>/<name>/`` holding a ``config.json``, or None."""
+    for root in checkpoint_roots():
+        if (root / name / "config.json").is_file():
+            return root / name
+    return None
+
+
+def read_config(folder: Path) -> dict:
+    with open(folder / "config.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=len(MODELS))
+def _predictor(folder: str):
+    from kpcore import Predictor
+
+    return Predictor.from_pretrained(folder)
+
+
+def predict_faces(folder: Path, image: np.ndarray) -> list[Any]:
+    """Detect the faces in an RGB ``uint8`` photo and predict their points with the checkpoint in ``folder``.
+
+    Returns ``kpcore.predict.FacePrediction`` objects (``box``, ``score``, ``points``).
+    Raises kpcore's ``ValueError`` subclasses for unusable photos (too small, no face).
+    """
+    return _predictor(str(folder)).predict(image)
+
+
+def as_face(face: Any) -> Face:
+    """kpcore's face (attributes or dict) in the demo's form."""
+    def get(name: str) -> Any:
+        return face.get(name) if isinstance(face, dict) else getattr(face, name, None)
+
+    points = np.asarray(get("points"), dtype=np.float64).reshape(-1, 2)
+    box = get("box")
+    score = get("score")
+    return Face(points, None if box is None else [float(v) for v in box],
+                None if score is None else float(score))
+
+
+# ------------------------------------------------------------------- outputs
+def faces_json(faces: list[Face], model: str, layout: str | None, size: tuple[int, int]) -> dict:
+    return {
+        "model": model,
+        "layout": layout,
+        "image_size": list(size),
+        "convention": "(x, y) pixels, 0-based, pixel centres",
+        "faces": [{"box": f.box, "score": f.score, "points": f.points.round(2).tolist()} for f in faces],
+    }
+
+
+def write_outputs(faces: list[Face], model: str, layout: DatasetFacts | None,
+                  size: tuple[int, int]) -> tuple[str, str]:
+    """Write ``keypoints.json`` and ``keypoints.csv`` to a fresh temp folder; return their paths."""
+    folder = Path(tempfile.gettempdir()) / "kpcore_live" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    json_path, csv_path = folder / "keypoints.json", folder / "keypoints.csv"
+    json_path.write_text(json.dumps(faces_json(faces, model, layout.name if layout else None, size), indent=1))
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["face", "point", "group", "x", "y"])
+        for i, face in enumerate(faces):
+            for j, (x, y) in enumerate(face.points):
+                group = layout.group_of[j] if layout is not None and j < layout.num_points else ""
+                writer.writerow([i, j, group, f"{x:.2f}", f"{y:.2f}"])
+    return str(json_path), str(csv_path)
+
+
+def availability() -> str:
+    """Markdown line saying which models have a checkpoint here."""
+    have = [label for label, name in MODELS.items() if checkpoint_folder(name)]
+    if len(have) == len(MODELS):
+        return ""
+    if not have:
+        return ("**No checkpoints yet.** Put the model folders in `checkpoints/` "
+                f"({', '.join(f'`{n}`' for n in MODELS.values())}) or set `{CHECKPOINTS_ENV}`.")
+    missing = [f"`{MODELS[label]}`" for label in MODELS if label not in have]
+    return f"Not available here yet: {', '.join(missing)}."
+
+
+def run_demo(image: np.ndarray | None, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
+             show_ids: bool = False) -> tuple[np.ndarray, str, str, str]:
+    """The ``predict`` event: keypoints drawn on the photo, JSON and CSV files, a summary."""
+    if image is None:
+        raise gr.Error("Upload a photo first (or take one with the webcam).")
+    if model_label not in MODELS:
+        raise gr.Error(f"Unknown model {model_label!r}; choose one of {list(MODELS)}.")
+    name = MODELS[model_label]
+    folder = checkpoint_folder(name)
+    if folder is None:
+        raise gr.Error(f"No checkpoint `{name}` yet: looked in {[str(r) for r in checkpoint_roots()]}. "
+                       "Train or download it, or choose another model.")
+    layout = FACTS.get(str(read_config(folder).get("layout")))
+    start = time.perf_counter()
+    try:
+        faces = [as_face(f) for f in predict_faces(folder, image)]
+    except ValueError as e:  # kpcore's user-input errors (bad image, no face) are ValueErrors
+        raise gr.Error(str(e)) from e
+    ms = (time.perf_counter() - start) * 1000
+    drawn = image
+    for face in faces:
+        drawn = draw_keypoints(drawn, face.points, layout if skeleton else None, show_ids=show_ids)
+    boxes = [f.box for f in faces if f.box is not None]
+    if boxes:
+        drawn = draw_boxes(drawn, boxes, [f"{f.score:.2f}" if f.score is not None else ""
+                                          for f in faces if f.box is not None])
+    h, w = image.shape[:2]
+    json_path, csv_path = write_outputs(faces, name, layout, (w, h))
+    k = len(faces[0].points) if faces else 0
+    summary = (f"{len(faces)} face(s) · {k} points each · `{name}` · {ms:.0f} ms"
+               if faces else f"No face found by `{name}`.")
+    return drawn, json_path, csv_path, summary
+
+
+# ---------------------------------------------------------------------- UI
+def example_photos() -> list[list[str]]:
+    """Photos in ``webapp/examples/`` (licensed ones, with a credits file), one example each."""
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return [[str(p)] for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in EXAMPLE_SUFFIXES]
+
+
+def build_demo() -> gr.Blocks:
+    """The demo's Blocks; loads nothing until the first prediction."""
+    with gr.Blocks(title="kpcore live demo", analytics_enabled=False) as demo:
+        gr.Markdown("## Facial keypoints, live\nUpload a photo or use the webcam, choose a model, "
+                    "and download the points as JSON or CSV. Points are `(x, y)` pixels of your photo.")
+        notice = gr.Markdown(availability())
+        with gr.Row():
+            with gr.Column():
+                photo = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="numpy",
+                                 image_mode="RGB", elem_id="kp-photo")
+                model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="kp-model")
+                with gr.Row():
+                    skeleton = gr.Checkbox(value=True, label="Skeleton")
+                    show_ids = gr.Checkbox(value=False, label="Point ids")
+                button = gr.Button("Find keypoints", variant="primary", elem_id="kp-run")
+                examples = example_photos()
+                if examples:
+                    gr.Examples(examples, inputs=[photo], label="Example photos")
+            with gr.Column():
+                result = gr.Image(label="Keypoints", type="numpy", interactive=False, format="png",
+                                  elem_id="kp-result")
+                summary = gr.Markdown(elem_id="kp-summary")
+                with gr.Row():
+                    json_file = gr.DownloadButton("Points as JSON", size="md", elem_id="kp-json")
+                    csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv")
+        gr.on([button.click, photo.upload], run_demo, inputs=[photo, model, skeleton, show_ids],
+              outputs=[result, json_file, csv_file, summary], api_name="predict")
+        demo.load(availability, outputs=notice, api_visibility="private")
+    return demo
+
+
+if __name__ == "__main__":
+    build_demo().launch(server_name="127.0.0.1", server_port=7861)
