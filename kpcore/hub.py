@@ -33,17 +33,15 @@ from huggingface_hub.errors import (
     OfflineModeIsEnabled,
 )
 
+from kpcore.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
 from kpcore.download import check_reachable, network_error_types
 from kpcore.errors import CheckpointError, HubError
 from kpcore.facts import FACTS
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-CHECKPOINT_FORMAT = "kpcore-checkpoint"
 # What a checkpoint repo holds; anything else in a folder (e.g. ``state.pt`` of a
 # ``last/`` training state) is neither pushed nor pulled.
 REPO_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, "eval/**"]
@@ -74,21 +72,6 @@ def check_checkpoint_dir(folder: str | Path, what: str | None = None) -> Path:
                               f"{' + '.join(REQUIRED_FILES)} (see docs/FORMATS.md)")
     read_config(folder)
     return folder
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    """Read and sanity-check ``config.json`` of a checkpoint folder."""
-    path = folder / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"cannot read {path}: {err}; re-export the checkpoint") from err
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} holds a {type(config).__name__}, expected a JSON object")
-    fmt = config.get("format", CHECKPOINT_FORMAT)
-    if fmt != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has format {fmt!r}, expected {CHECKPOINT_FORMAT!r}")
-    return config
 
 
 def read_eval_summaries(folder: Path) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import geometry as geo
-from .data.loader import InputSpec, crop_input, to_color
+from .data.loader import InputSpec, make_input
 from .facts import FACTS, DatasetFacts
 
 DEFAULT_BATCH = 32
@@ -106,10 +106,7 @@ class Predictor:
 
     def prepare(self, image: np.ndarray, box: Sequence[float] | None) -> tuple[torch.Tensor, np.ndarray]:
         """Crop one RGB image as in training: the input tensor and its crop matrix."""
-        h, w = image.shape[:2]
-        m = geo.crop_matrix(self.spec.crop_box(box, (w, h)), self.spec.size)
-        img = crop_input(to_color(image, self.spec.color), m, self.spec)
-        x = self.spec.to_tensor(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
+        x, m, _ = make_input(image, box, self.spec)
         return x, m
 
     def load_image(self, image) -> np.ndarray:

@@ -130,18 +130,14 @@ def load_samples(task: str, split: str) -> list:
 
 def crop_for_task(sample, info) -> tuple[np.ndarray, np.ndarray]:
     """A sample as its task's model sees it before augmentation: the face box or the whole
-    image, warped to the task's input size, with its points moved along."""
-    from kpcore.geometry import apply, crop_matrix, enlarge_box, warp
+    image, warped to the task's input size (in colour, for display), with its points moved along."""
+    from kpcore.data.loader import InputSpec, make_input
+    from kpcore.geometry import apply
 
-    image = read_rgb(sample.image_path)
-    h, w = image.shape[:2]
-    out_w, out_h = info.input_size
-    if info.crop_mode == "box" and sample.box is not None:
-        box = enlarge_box(sample.box, info.enlarge, square=False, aspect=out_w / out_h)
-    else:
-        box = (0.0, 0.0, float(w), float(h))
-    m = crop_matrix(box, (out_w, out_h))
-    return warp(image, m, (out_w, out_h)), apply(m, sample.points)
+    width, height = info.input_size
+    spec = InputSpec(width, height, color="rgb", crop_mode=info.crop_mode, enlarge=info.enlarge)
+    _, m, crop = make_input(read_rgb(sample.image_path), sample.box, spec)
+    return crop, apply(m, sample.points)
 
 
 # ------------------------------------------------------------------- images

@@ -32,6 +32,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from kpcore.checkpoint import read_config
 from kpcore.facts import FACTS, DatasetFacts
 from kpcore.render import draw_boxes, draw_keypoints
 
@@ -70,11 +71,6 @@ def checkpoint_folder(name: str) -> Path | None:
         if (root / name / "config.json").is_file():
             return root / name
     return None
-
-
-def read_config(folder: Path) -> dict:
-    with open(folder / "config.json", encoding="utf-8") as f:
-        return json.load(f)
 
 
 @functools.lru_cache(maxsize=len(MODELS))
@@ -179,6 +175,158 @@ def run_demo(image: np.ndarray | None, model_label: str = DEFAULT_MODEL, skeleto
     return drawn, json_path, csv_path, summary
 
 
+# ---------------------------------------------------------------- face morph
+MORPH_MODEL = "face68-300w"
+"""Checkpoint folder whose 68 points drive the morph (looked up like :data:`MODELS`)."""
+MORPH_FRAMES = 12
+MORPH_MAX_FRAMES = 48
+MORPH_FPS = 12
+MEAN_FACE_MIN_PHOTOS = 2
+MEAN_FACE_MAX_PHOTOS = 24  # each photo costs a detection and a warp (~0.2 s on 2 CPU cores)
+
+
+class _DemoFaceFinder:
+    """:func:`predict_faces` with one checkpoint, in the form ``kpcore.morph.FaceMorpher`` wants."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def predict(self, image: np.ndarray) -> list[Face]:
+        return [as_face(f) for f in predict_faces(self.folder, image)]
+
+
+def morph_availability() -> str:
+    """Markdown line saying whether the morph's checkpoint is here (empty when it is)."""
+    if checkpoint_folder(MORPH_MODEL) is not None:
+        return ""
+    return (f"**Face morph is not available yet:** it needs the 68-point checkpoint `{MORPH_MODEL}` "
+            f"(being trained). Put it in `checkpoints/{MORPH_MODEL}/` or set `{CHECKPOINTS_ENV}`.")
+
+
+def _morpher():
+    from kpcore.morph import FaceMorpher
+
+    folder = checkpoint_folder(MORPH_MODEL)
+    if folder is None:
+        raise gr.Error(f"Face morph needs the checkpoint `{MORPH_MODEL}`, which is not here yet: looked in "
+                       f"{[str(r) for r in checkpoint_roots()]}. Train or download it.")
+    return FaceMorpher(_DemoFaceFinder(folder))
+
+
+def _align(morpher, photo: Any, label: str):
+    try:
+        return morpher.align(photo)
+    except ValueError as e:  # kpcore's BadImageError / NoFaceFoundError
+        raise gr.Error(f"{label}: {e}") from e
+
+
+def _morph_folder() -> Path:
+    folder = Path(tempfile.gettempdir()) / "kpcore_live" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    return folder
+
+
+def run_morph(photo_a: np.ndarray | None, photo_b: np.ndarray | None, n_frames: int = MORPH_FRAMES,
+              loop_back: bool = True) -> tuple[np.ndarray, str, str, str | None, str]:
+    """The ``morph`` event: the half-way face, the sequence as GIF (shown and to download) and MP4, a summary."""
+    from kpcore.morph import boomerang, morph, morph_sequence, save_gif, save_mp4
+
+    if photo_a is None or photo_b is None:
+        raise gr.Error("Upload two photos, A and B, first.")
+    n_frames = int(n_frames)
+    if not 2 <= n_frames <= MORPH_MAX_FRAMES:
+        raise gr.Error(f"Frames must be between 2 and {MORPH_MAX_FRAMES}; got {n_frames}.")
+    morpher = _morpher()
+    start = time.perf_counter()
+    a, b = _align(morpher, photo_a, "Photo A"), _align(morpher, photo_b, "Photo B")
+    found = time.perf_counter()
+    try:
+        frames = morph_sequence(a.image, a.points, b.image, b.points, n_frames)
+        midway = morph(a.image, a.points, b.image, b.points, 0.5)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    morphed = time.perf_counter()
+    folder = _morph_folder()
+    shown = boomerang(frames) if loop_back else frames
+    gif = str(save_gif(shown, folder / "morph.gif", MORPH_FPS))
+    try:
+        mp4 = str(save_mp4(shown, folder / "morph.mp4", MORPH_FPS))
+    except RuntimeError:  # no MP4 encoder in this OpenCV build: the GIF is enough
+        mp4 = None
+    summary = (f"{n_frames} frames of {a.image.shape[1]}x{a.image.shape[0]} · faces found in "
+               f"{(found - start) * 1000:.0f} ms · morphed in {(morphed - found) * 1000:.0f} ms · "
+               f"files written in {(time.perf_counter() - morphed) * 1000:.0f} ms"
+               + ("" if mp4 else " · no MP4 encoder here, GIF only"))
+    return midway, gif, gif, mp4, summary
+
+
+def run_mean_face(files: list[Any] | None) -> tuple[np.ndarray, str]:
+    """The ``mean_face`` event: the average face of the uploaded photos, and a summary."""
+    from kpcore.morph import mean_face
+
+    paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
+    if len(paths) < MEAN_FACE_MIN_PHOTOS:
+        raise gr.Error(f"Upload at least {MEAN_FACE_MIN_PHOTOS} photos with a face each.")
+    if len(paths) > MEAN_FACE_MAX_PHOTOS:
+        raise gr.Error(f"Upload at most {MEAN_FACE_MAX_PHOTOS} photos; got {len(paths)}.")
+    morpher = _morpher()
+    faces, skipped = [], []
+    for path in paths:
+        try:
+            faces.append(morpher.align(path))
+        except ValueError as e:  # one bad photo should not spoil the others
+            skipped.append(f"`{Path(path).name}`: {e}")
+    if len(faces) < MEAN_FACE_MIN_PHOTOS:
+        raise gr.Error(f"Only {len(faces)} of {len(paths)} photos have a usable face; need "
+                       f"{MEAN_FACE_MIN_PHOTOS}. " + " ".join(skipped))
+    image, _ = mean_face([f.image for f in faces], [f.points for f in faces])
+    summary = f"Mean of {len(faces)} faces."
+    if skipped:
+        summary += " Skipped " + "; ".join(skipped)
+    return image, summary
+
+
+def _morph_tab() -> None:
+    """The "Face morph" tab; call inside ``build_demo``'s Blocks."""
+    with gr.Tab("Face morph", id="morph"):
+        gr.Markdown("Two photos in: the largest face in each is found, both are cropped to one framing, "
+                    "and the face in A turns into the face in B along its 68 keypoints.")
+        notice = gr.Markdown(morph_availability())
+        with gr.Row():
+            photo_a = gr.Image(label="Photo A", sources=["upload", "webcam", "clipboard"], type="numpy",
+                               image_mode="RGB", elem_id="morph-a")
+            photo_b = gr.Image(label="Photo B", sources=["upload", "webcam", "clipboard"], type="numpy",
+                               image_mode="RGB", elem_id="morph-b")
+        with gr.Row():
+            n_frames = gr.Slider(2, MORPH_MAX_FRAMES, value=MORPH_FRAMES, step=1, label="Frames (A to B)")
+            loop_back = gr.Checkbox(value=True, label="Loop back to A")
+        button = gr.Button("Morph", variant="primary", elem_id="morph-run")
+        summary = gr.Markdown(elem_id="morph-summary")
+        with gr.Row():
+            midway = gr.Image(label="Half way", type="numpy", interactive=False, format="png",
+                              elem_id="morph-midway")
+            animation = gr.Image(label="Morph (GIF)", type="filepath", interactive=False,
+                                 elem_id="morph-gif")
+        with gr.Row():
+            gif_file = gr.DownloadButton("Morph as GIF", size="md", elem_id="morph-gif-file")
+            mp4_file = gr.DownloadButton("Morph as MP4", size="md", elem_id="morph-mp4-file")
+        button.click(run_morph, inputs=[photo_a, photo_b, n_frames, loop_back],
+                     outputs=[midway, animation, gif_file, mp4_file, summary], api_name="morph")
+
+        gr.Markdown("### Mean face of several photos")
+        photos = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath",
+                         elem_id="mean-photos")
+        mean_button = gr.Button("Average the faces", elem_id="mean-run")
+        with gr.Row():
+            mean_image = gr.Image(label="Mean face", type="numpy", interactive=False, format="png",
+                                  elem_id="mean-result")
+            mean_summary = gr.Markdown(elem_id="mean-summary")
+        mean_button.click(run_mean_face, inputs=[photos], outputs=[mean_image, mean_summary],
+                          api_name="mean_face")
+    # No triggers: runs on page load, so the notice clears once the checkpoint arrives.
+    gr.on(None, morph_availability, outputs=notice, api_visibility="private", show_progress="hidden")
+
+
 # ---------------------------------------------------------------------- UI
 def example_photos() -> list[list[str]]:
     """Photos in ``webapp/examples/`` (licensed ones, with a credits file), one example each."""
@@ -193,28 +341,30 @@ def build_demo() -> gr.Blocks:
         gr.Markdown("## Facial keypoints, live\nUpload a photo or use the webcam, choose a model, "
                     "and download the points as JSON or CSV. Points are `(x, y)` pixels of your photo.")
         notice = gr.Markdown(availability())
-        with gr.Row():
-            with gr.Column():
-                photo = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="numpy",
-                                 image_mode="RGB", elem_id="kp-photo")
-                model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="kp-model")
-                with gr.Row():
-                    skeleton = gr.Checkbox(value=True, label="Skeleton")
-                    show_ids = gr.Checkbox(value=False, label="Point ids")
-                button = gr.Button("Find keypoints", variant="primary", elem_id="kp-run")
-                examples = example_photos()
-                if examples:
-                    gr.Examples(examples, inputs=[photo], label="Example photos")
-            with gr.Column():
-                result = gr.Image(label="Keypoints", type="numpy", interactive=False, format="png",
-                                  elem_id="kp-result")
-                summary = gr.Markdown(elem_id="kp-summary")
-                with gr.Row():
-                    json_file = gr.DownloadButton("Points as JSON", size="md", elem_id="kp-json")
-                    csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv")
+        with gr.Tab("Keypoints", id="keypoints"):
+            with gr.Row():
+                with gr.Column():
+                    photo = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="numpy",
+                                     image_mode="RGB", elem_id="kp-photo")
+                    model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="kp-model")
+                    with gr.Row():
+                        skeleton = gr.Checkbox(value=True, label="Skeleton")
+                        show_ids = gr.Checkbox(value=False, label="Point ids")
+                    button = gr.Button("Find keypoints", variant="primary", elem_id="kp-run")
+                    examples = example_photos()
+                    if examples:
+                        gr.Examples(examples, inputs=[photo], label="Example photos")
+                with gr.Column():
+                    result = gr.Image(label="Keypoints", type="numpy", interactive=False, format="png",
+                                      elem_id="kp-result")
+                    summary = gr.Markdown(elem_id="kp-summary")
+                    with gr.Row():
+                        json_file = gr.DownloadButton("Points as JSON", size="md", elem_id="kp-json")
+                        csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv")
         gr.on([button.click, photo.upload], run_demo, inputs=[photo, model, skeleton, show_ids],
               outputs=[result, json_file, csv_file, summary], api_name="predict")
         demo.load(availability, outputs=notice, api_visibility="private")
+        _morph_tab()
     return demo
 
 

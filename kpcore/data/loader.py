@@ -138,6 +138,19 @@ def crop_input(image: np.ndarray, matrix: np.ndarray, spec: InputSpec) -> np.nda
     return out[..., None] if out.ndim == 2 else out
 
 
+def make_input(image: np.ndarray, box: Sequence[float] | None, spec: InputSpec
+               ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One RGB image as the model sees it: ``(tensor (C, H, W), crop matrix, uint8 crop (H, W, C))``.
+
+    The crop is the training crop (:meth:`InputSpec.crop_box`), without augmentation.
+    """
+    h, w = image.shape[:2]
+    m = geo.crop_matrix(spec.crop_box(box, (w, h)), spec.size)
+    crop = crop_input(to_color(image, spec.color), m, spec)
+    x = spec.to_tensor(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
+    return x, m, crop
+
+
 @dataclass
 class _Cached:
     image: np.ndarray  # (h, w, C) uint8, the cached region

@@ -28,22 +28,11 @@ def filter_tiles(weight: np.ndarray, channel: int | None) -> np.ndarray:
 
 
 def prepare_input(image: np.ndarray, config: dict):
-    """The model input for a whole image, from the checkpoint's ``input`` block.
+    """The model input ``(1, C, H, W)`` for a whole image, made as the checkpoint's training made it."""
+    from kpcore.data.loader import InputSpec, make_input
 
-    Resizes the whole image (no face crop) to the input size and normalises it;
-    enough to look at feature maps.
-    """
-    import torch
-
-    spec = config.get("input", {})
-    width, height = int(spec.get("width", 96)), int(spec.get("height", 96))
-    gray = spec.get("color", "gray") == "gray"
-    pil = Image.fromarray(to_rgb_uint8(image)).convert("L" if gray else "RGB")
-    arr = np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-    arr = arr[None] if gray else arr.transpose(2, 0, 1)
-    mean = np.asarray(spec.get("mean", [0.5] * arr.shape[0]), dtype=np.float32)[:, None, None]
-    std = np.asarray(spec.get("std", [0.25] * arr.shape[0]), dtype=np.float32)[:, None, None]
-    return torch.from_numpy((arr - mean) / std)[None]
+    x, _, _ = make_input(to_rgb_uint8(image), None, InputSpec.from_dict(config["input"]))
+    return x[None]
 
 
 def feature_maps(model, layer, x) -> np.ndarray:
