@@ -71,6 +71,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint, export_records
+
+    records = export_records(args.run)
+    print(f"records -> {records}")
+    if args.to:
+        print(f"checkpoint -> {export_checkpoint(args.run, args.to, half=args.half, records=records)}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -146,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flip-test", action="store_true", help="average with the prediction on the flipped face")
     s.add_argument("--no-save", action="store_true", help="do not write eval/ files next to the model")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("export", help="ship a run: records to records/<run>/, best model to --to FOLDER")
+    s.add_argument("run", help="run folder (runs/<name>)")
+    s.add_argument("--to", help="checkpoint folder to write, e.g. checkpoints/face68-300w")
+    s.add_argument("--half", action="store_true", help="store float weights as float16")
+    s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("bench", help="accuracy, latency and throughput of the shipped models")
     s.add_argument("--json", help="write the results here (default: benchmarks/bench.json)")

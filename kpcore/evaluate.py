@@ -109,6 +109,10 @@ def _save(predictor: Predictor, summary: dict, frame: pd.DataFrame, samples, pre
     atomic_write_text(out / "per_image.csv", frame.to_csv(index=False))
     levels, frac = ced(frame["nme"].to_numpy())
     atomic_write_text(out / "ced.csv", pd.DataFrame({"nme": levels, "fraction": frac}).to_csv(index=False))
+    if (predictor.folder / "README.md").exists():  # keep the model card's metrics current
+        from .export import refresh_model_card
+
+        refresh_model_card(predictor.folder)
     order = np.argsort(frame["nme"].to_numpy())
     picks = [("worst", i, idx) for i, idx in enumerate(order[::-1][:N_THUMBS])] + \
             [("best", i, idx) for i, idx in enumerate(order[:N_THUMBS])]

@@ -43,8 +43,8 @@ def _env_dirs(var: str) -> list[Path]:
 
 
 def runs_roots() -> list[Path]:
-    """Folders that hold run folders: ``<repo>/runs`` then ``$KPCORE_RUNS``."""
-    return _unique([REPO_ROOT / "runs", *_env_dirs(RUNS_ENV)])
+    """Folders that hold run folders: ``<repo>/runs``, the shipped ``<repo>/records``, then ``$KPCORE_RUNS``."""
+    return _unique([REPO_ROOT / "runs", REPO_ROOT / "records", *_env_dirs(RUNS_ENV)])
 
 
 def checkpoint_roots() -> list[Path]:
@@ -175,10 +175,14 @@ def read_run(path: Path) -> Run:
 def list_runs() -> list[Run]:
     """Every run folder (one with metrics.csv or config.yaml), newest first."""
     found: list[Path] = []
+    names: set[str] = set()  # a run in runs/ wins over its shipped copy in records/
     for root in runs_roots():
         if root.is_dir():
-            found += [p for p in root.iterdir() if p.is_dir() and (
-                (p / "metrics.csv").is_file() or (p / "config.yaml").is_file())]
+            for p in sorted(root.iterdir()):
+                if p.is_dir() and p.name not in names and (
+                        (p / "metrics.csv").is_file() or (p / "config.yaml").is_file()):
+                    found.append(p)
+                    names.add(p.name)
     found.sort(key=lambda p: (-p.stat().st_mtime, p.name))
     return [read_run(p) for p in found]
 

@@ -1,0 +1,126 @@
+"""Predictor, evaluation and export on tiny data: exact mapping back, saved records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from kpcore import geometry as geo
+from kpcore.facts import W300_FACTS
+from kpcore.predict import Predictor, flip_average
+
+from .fixtures import make_tiny_imm
+from .test_train import JOB, run_cli
+
+
+class ConstantModel(torch.nn.Module):
+    """Predicts the same normalised coordinates for every input."""
+
+    def __init__(self, coords: torch.Tensor) -> None:
+        super().__init__()
+        self.coords = coords
+
+    def forward(self, x):
+        return self.coords.expand(x.shape[0], -1, -1)
+
+
+def config_for(k=68, width=64, height=64, mode="box", enlarge=1.3, layout="ibug300w"):
+    return {"model": {"name": "const", "kwargs": {}}, "task": "ibug300w", "layout": layout,
+            "input": {"width": width, "height": height, "color": "gray", "mean": [0.5], "std": [0.25],
+                      "crop": {"mode": mode, "enlarge": enlarge}}}
+
+
+def test_predict_crop_maps_the_crop_centre_back_to_the_box_centre():
+    model = ConstantModel(torch.zeros(1, 68, 2))  # (0, 0) = the centre of the input
+    p = Predictor(model, config_for())
+    image = np.zeros((300, 400, 3), np.uint8)
+    box = (100.0, 50.0, 80.0, 120.0)
+    pts = p.predict_crop(image, box)
+    centre = (box[0] + box[2] / 2 - 0.5, box[1] + box[3] / 2 - 0.5)  # edge box -> pixel-centre coordinates
+    np.testing.assert_allclose(pts, np.tile(centre, (68, 1)), atol=1e-4)
+
+
+def test_predict_crop_corner_outputs_land_on_the_enlarged_box_corners():
+    coords = torch.tensor([[[-1.0, -1.0], [1.0, 1.0]]])
+    p = Predictor(ConstantModel(coords), config_for(k=2, enlarge=1.5))
+    box = (10.0, 20.0, 60.0, 60.0)
+    pts = p.predict_crop(np.zeros((200, 200, 3), np.uint8), box)
+    big = geo.enlarge_box(box, 1.5, aspect=1.0)
+    np.testing.assert_allclose(pts[0], [big[0] - 0.5, big[1] - 0.5], atol=1e-4)
+    np.testing.assert_allclose(pts[1], [big[0] + big[2] - 0.5, big[1] + big[3] - 0.5], atol=1e-4)
+
+
+def test_batched_equals_single_and_accepts_paths(tmp_path):
+    torch.manual_seed(0)
+    from kpcore.models import create_model
+
+    model = create_model("nosenet", num_keypoints=68, in_channels=1, input_size=(64, 64), channels=(4, 4, 4),
+                         hidden=8)
+    p = Predictor(model, config_for())
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    boxes = [(10, 10, 50, 60), (40, 30, 70, 70), (0, 0, 160, 120)]
+    batched = p.predict_crops(img, boxes)
+    singles = np.stack([p.predict_crop(tmp_path / "x.png", b) for b in boxes])
+    assert batched.shape == (3, 68, 2)
+    np.testing.assert_allclose(batched, singles, atol=1e-4)
+
+
+def test_flip_average_of_a_symmetric_prediction_is_unchanged():
+    # a model whose output mirrors exactly under a flip (point pairs placed symmetrically)
+    rng = np.random.default_rng(1)
+    u = rng.uniform(-0.8, 0.8, (68, 2))
+    perm = W300_FACTS.flip_permutation
+    for a, b in W300_FACTS.flip_pairs:  # each point's partner is its mirror image
+        u[b] = (-u[a, 0], u[a, 1])
+    u[perm == np.arange(68), 0] = 0  # midline points sit on x = 0
+    coords = torch.tensor(u, dtype=torch.float32)[None]
+    out = flip_average(ConstantModel(coords), torch.zeros(2, 1, 8, 8), perm)
+    torch.testing.assert_close(out, coords.expand(2, -1, -1))
+
+
+def test_evaluate_and_export_write_records(tmp_path):
+    data = tmp_path / "data"
+    make_tiny_imm(data)
+    job = tmp_path / "tiny.yaml"
+    job.write_text(yaml.safe_dump(JOB))
+    run = tmp_path / "tiny_run"
+    run_cli("train", str(job), "--data-root", str(data), "--out", str(run), "--epochs", "1")
+    out = tmp_path / "summary.json"
+    run_cli("evaluate", str(run / "best"), "--data-root", str(data), "--json", str(out))
+    summary = json.loads(out.read_text())
+    assert {"n", "mean_px_error", "nme", "failure_rate", "auc", "mae", "per_image"} <= set(summary)
+    assert summary["n"] == 8 and len(summary["per_image"]) == 8
+    assert {"image", "nme", "px_error"} <= set(summary["per_image"][0])
+    # the evaluation reproduces the trainer's validation error on the same split
+    val = pd.read_csv(run / "metrics.csv")["val_px_error"].iloc[-1]
+    assert summary["mean_px_error"] == pytest.approx(val, rel=1e-4)
+    ev = run / "best" / "eval" / "val"
+    assert (ev / "per_image.csv").exists() and (ev / "ced.csv").exists()
+    assert len(list((ev / "thumbs").glob("worst_*.jpg"))) == 8 and len(list((ev / "thumbs").glob("best_*.jpg"))) == 8
+
+    from kpcore.export import export_checkpoint, export_records
+
+    rec = export_records(run, tmp_path / "records")
+    assert (rec / "metrics.csv").exists() and (rec / "config.yaml").exists()
+    dest = export_checkpoint(run, tmp_path / "ckpt", half=True, records=rec)
+    cfg = json.loads((dest / "config.json").read_text())
+    assert cfg["weights_dtype"] == "float16" and (dest / "README.md").exists()
+    p16 = Predictor.from_pretrained(dest)
+    p32 = Predictor.from_pretrained(run / "best")
+    img = np.asarray(Image.open(next((data / "imm_face_db").glob("33-*.jpg"))).convert("RGB"))
+    np.testing.assert_allclose(p16.predict_crop(img), p32.predict_crop(img), atol=0.1)
+
+
+def test_unknown_model_folder_is_a_clear_error(tmp_path):
+    from kpcore.errors import KpcoreError
+
+    with pytest.raises(KpcoreError, match="checkpoint"):
+        Predictor.from_pretrained(tmp_path / "nope")
