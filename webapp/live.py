@@ -11,6 +11,11 @@ API: the main event is ``api_name="predict"`` with the photo first, so::
 
 returns ``(annotated image, JSON file, CSV file, summary markdown)``.
 
+The "Face morph" tab (:func:`_morph_tab`, computing in ``kpcore.morph``) has
+``api_name="morph"`` (photo A, photo B, frames, loop back -> half-way face, GIF
+shown, GIF file, MP4 file or None, summary) and ``api_name="mean_face"`` (a list
+of photo files -> mean face, summary); both use the ``face68-300w`` checkpoint.
+
 Checkpoints are looked up by folder name (:data:`MODELS`) in ``$KPCORE_CHECKPOINTS``
 (``os.pathsep``-separated folders) and then in ``<repo>/checkpoints``. The one
 call into kpcore is :func:`predict_faces` (tests replace it).
