@@ -1,0 +1,353 @@
+"""Safe image loading: any reasonable input in, an RGB uint8 ``(H, W, 3)`` array out.
+
+Hostile or broken input raises :class:`kpcore.errors.BadImageError` (a
+``ValueError``) whose message says what is wrong and what to do; unusual but
+valid encodings are converted. The rules, in the order they are applied:
+
+* **Sources**: a path (``str`` / ``os.PathLike``), ``bytes``, a binary file-like
+  object, a ``PIL.Image.Image`` or a numpy array.
+* **Formats**: only :data:`SUPPORTED_FORMATS` are opened (Pillow's plug-ins for
+  exotic formats such as EPS, which calls Ghostscript, are never tried). HEIC/HEIF,
+  SVG, PDF and camera RAW files get a message telling the user to convert them.
+* **Size**: the size in the file header is checked *before* decoding. More than
+  ``max_pixels`` pixels is refused as a possible decompression bomb. A photo that is
+  merely big (more than ``max_side`` on its longer side) is shrunk to ``max_side``,
+  not refused; JPEGs are then decoded at reduced scale (``draft``), which is fast
+  and light. A side shorter than ``min_side`` is refused (nothing to detect).
+* **Truncated or corrupt** data is refused (Pillow's ``LOAD_TRUNCATED_IMAGES`` is
+  never switched on).
+* **Animated** images (GIF, APNG, WebP, multi-page TIFF): the first frame.
+* **EXIF orientation** is applied (``ImageOps.exif_transpose``), so the array is
+  upright as a viewer shows it; :attr:`ImageInfo.size` is that upright size.
+* **Modes**: ``1``/``L`` are replicated to 3 channels; ``I;16*`` (16-bit) are
+  scaled by 255/65535; ``I`` and ``F`` are kept when already in 0..255
+  (``F`` in 0..1 is multiplied by 255), else stretched from their min..max to 0..255; CMYK and YCbCr are converted by Pillow
+  (no colour management); ``P`` goes through its palette.
+* **Transparency** (RGBA, LA, PA, ``P`` with a transparent colour) is composited on
+  **white**: cut-out portraits then look as they do on a web page, while dropping
+  the alpha would expose whatever colour the editor left under transparent pixels
+  (often black, sometimes garbage).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from kpcore.errors import BadImageError
+
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "PPM")
+"""Pillow format names we open (AVIF only where Pillow was built with libavif).
+
+All have a magic number; formats Pillow guesses loosely (TGA) are left out so random
+bytes are never decoded as a garbage picture.
+"""
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Images whose header claims more pixels than this are refused (decompression bombs).
+
+100 MP is above every phone camera in common use (a 108 MP sensor writes 12000x9000),
+yet keeps a decoded RGB image under ~300 MB.
+"""
+DEFAULT_MAX_SIDE = 2048
+"""Longer side above which images are shrunk while loading; faces and keypoints gain nothing beyond."""
+DEFAULT_MIN_SIDE = 32
+"""Shorter side below which an image is refused; the face detector works on 32 px blocks."""
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+"""Files or byte strings larger than this are refused before decoding."""
+WHITE = (255, 255, 255)
+
+# Magic numbers of formats people upload that Pillow (without plug-ins) cannot read.
+_UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftypheic", "HEIC (iPhone photo)"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftyphevc", "HEIF"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypmsf1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"%PDF", "PDF"),
+    (0, b"<svg", "SVG"),
+    (0, b"<?xml", "XML/SVG"),
+    (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (0, b"8BPS", "Photoshop PSD"),
+    (0, b"%!PS", "PostScript/EPS"),
+    (0, b"FUJIFILMCCD-RAW", "Fujifilm RAW"),
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What :func:`load_image_with_info` learnt about the source.
+
+    Attributes:
+        size: ``(width, height)`` of the source *after* EXIF orientation and *before*
+            any downscaling: the size a photo viewer shows.
+        out_size: ``(width, height)`` of the returned array.
+        format: Pillow's format name (``"JPEG"``, ...) or ``None`` for arrays and
+            in-memory PIL images.
+        mode: The source's Pillow mode (``"RGB"``, ``"I;16"``, ``"CMYK"``, ...), or
+            ``"array:<dtype>"`` for numpy input.
+        exif_orientation: The EXIF orientation tag that was applied (1 = none).
+        frames: Number of frames; only the first is returned.
+    """
+
+    size: tuple[int, int]
+    out_size: tuple[int, int]
+    format: str | None
+    mode: str
+    exif_orientation: int = 1
+    frames: int = 1
+
+    @property
+    def scale(self) -> float:
+        """``out_size / size`` along the longer side (1.0 when not shrunk)."""
+        return max(self.out_size) / max(self.size)
+
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_side: int | None = DEFAULT_MAX_SIDE, min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
+    """Load an image as an upright RGB uint8 ``(H, W, 3)`` array (a new array).
+
+    Args:
+        source: Path, bytes, binary file object, PIL image or numpy array.
+        max_pixels: Refuse sources with more pixels than this (decompression bombs).
+        max_side: Shrink, keeping the aspect ratio, so the longer side is at most
+            this; ``None`` keeps the full size.
+        min_side: Refuse sources whose shorter side is below this.
+
+    Raises:
+        BadImageError: The source is missing, empty, not an image, in an unsupported
+            format, truncated, too large or too small.
+    """
+    return load_image_with_info(source, max_pixels, max_side, min_side)[0]
+
+
+def load_image_with_info(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
+                         max_side: int | None = DEFAULT_MAX_SIDE,
+                         min_side: int = DEFAULT_MIN_SIDE) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`load_image`, also returning an :class:`ImageInfo` (EXIF-corrected size, ...)."""
+    if max_side is not None and max_side < min_side:
+        raise ValueError(f"max_side ({max_side}) must be >= min_side ({min_side})")
+    if isinstance(source, np.ndarray):
+        return _from_array(source, max_pixels, max_side, min_side)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, None, max_pixels, max_side, min_side)
+
+    data, label = _read_bytes(source)
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own max_pixels below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=_available_formats())
+    except Image.DecompressionBombError as e:
+        raise BadImageError(f"{label} is refused as a possible decompression bomb: {e}. "
+                            "Use a smaller image (resize it below "
+                            f"{max_pixels / 1e6:.0f} megapixels).") from None
+    except UnidentifiedImageError:
+        raise BadImageError(_unidentified_message(data, label)) from None
+    except (OSError, SyntaxError, ValueError) as e:  # plug-ins raise these on broken headers
+        raise BadImageError(f"{label} is not a readable image ({e}). "
+                            f"Re-save it as JPEG or PNG.") from None
+    with img:
+        return _from_pil(img, label, max_pixels, max_side, min_side)
+
+
+# --------------------------------------------------------------------------- sources
+
+def _read_bytes(source) -> tuple[bytes, str]:
+    """All bytes of a path / bytes / file object, with a label for messages."""
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if isinstance(text, str) and text.startswith(("http://", "https://")):
+            raise BadImageError(f"{text!r} is a URL; kpcore does not download images. "
+                                "Download the file and pass its path or bytes.")
+        path = Path(text)
+        if not path.exists():
+            raise BadImageError(f"image file not found: {str(path)!r}. Check the path.")
+        if not path.is_file():
+            raise BadImageError(f"{str(path)!r} is not a file (a folder?); pass the path of an image file.")
+        size = path.stat().st_size
+        if size > DEFAULT_MAX_BYTES:
+            raise BadImageError(f"{str(path)!r} is {size / 2**20:.0f} MiB; images above "
+                                f"{DEFAULT_MAX_BYTES / 2**20:.0f} MiB are refused. Use a smaller file.")
+        data, label = path.read_bytes(), repr(str(path))
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data, label = bytes(source), "the image data"
+    elif hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        label = repr(str(name)) if isinstance(name, str) else "the uploaded file"
+        chunk = source.read(DEFAULT_MAX_BYTES + 1)
+        if isinstance(chunk, str):
+            raise BadImageError(f"{label} was opened in text mode; open it with 'rb'.")
+        data = bytes(chunk)
+    else:
+        raise BadImageError(
+            f"cannot load an image from a {type(source).__name__}; pass a path, bytes, a binary "
+            "file object, a PIL image or a numpy array.")
+    if not data:
+        raise BadImageError(f"{label} is empty (0 bytes); the upload or download probably failed "
+                            "(or the file object was already read: call .seek(0) first).")
+    if len(data) > DEFAULT_MAX_BYTES:
+        raise BadImageError(f"{label} is over {DEFAULT_MAX_BYTES / 2**20:.0f} MiB; use a smaller file.")
+    return data, label
+
+
+def _unidentified_message(data: bytes, label: str) -> str:
+    supported = ", ".join(_available_formats())
+    for offset, magic, name in _UNSUPPORTED_SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            if name == "AVIF" and "AVIF" in _available_formats():
+                break
+            return (f"{label} is a {name} file, which kpcore cannot read. Convert it to JPEG or "
+                    f"PNG first (supported: {supported}).")
+    head = data[:16]
+    return (f"{label} is not an image in a supported format (it starts with {head!r}). "
+            f"Supported: {supported}.")
+
+
+def _available_formats() -> list[str]:
+    Image.init()
+    return [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
+
+
+# --------------------------------------------------------------------------- decoding
+
+def _from_pil(img: Image.Image, label: str | None, max_pixels: int, max_side: int | None,
+              min_side: int) -> tuple[np.ndarray, ImageInfo]:
+    label = label or "the image"
+    fmt, mode = img.format, img.mode
+    # Pixel count and shorter side do not depend on orientation: check them from the
+    # header before anything (even reading a PNG's EXIF) decodes pixels.
+    _check_size(*img.size, label, max_pixels, min_side)
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    orientation = _exif_orientation(img)
+    width, height = img.size
+    if orientation in (5, 6, 7, 8):  # these orientations swap width and height
+        width, height = height, width
+
+    if max_side is not None and fmt in ("JPEG", "MPO") and max(img.size) > max_side:
+        # Decode at 1/2, 1/4 or 1/8 scale when that still leaves >= max_side: fast, and
+        # a 100 MP photo never needs its full-size buffer.
+        f = max_side / max(img.size)
+        img.draft(img.mode, (int(np.ceil(img.size[0] * f)), int(np.ceil(img.size[1] * f))))
+    try:
+        img.load()
+    except Image.DecompressionBombError as e:
+        raise BadImageError(f"{label} is refused as a possible decompression bomb: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImageError(f"{label} is truncated or corrupt ({e}). Re-download or re-export "
+                            "the image.") from None
+
+    if orientation != 1:
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as e:  # noqa: BLE001 - a broken EXIF block must not lose the image
+            warnings.warn(f"{label}: EXIF orientation {orientation} could not be applied ({e})",
+                          stacklevel=3)
+    rgb = _to_rgb(img, label)
+    if max_side is not None and max(rgb.size) > max_side:
+        f = max_side / max(rgb.size)
+        new = (max(1, round(rgb.size[0] * f)), max(1, round(rgb.size[1] * f)))
+        rgb = rgb.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    array = np.array(rgb, dtype=np.uint8)  # a copy, never a view of PIL's buffer
+    info = ImageInfo(size=(width, height), out_size=(array.shape[1], array.shape[0]),
+                     format=fmt, mode=mode, exif_orientation=orientation, frames=frames)
+    return array, info
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - unreadable EXIF: treat as upright
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _check_size(width: int, height: int, label: str, max_pixels: int, min_side: int) -> None:
+    if width * height > max_pixels:
+        raise BadImageError(
+            f"{label} is {width}x{height} = {width * height / 1e6:.0f} megapixels, above the "
+            f"limit of {max_pixels / 1e6:.0f} MP; it is refused as a possible decompression bomb. "
+            "Resize it first, or raise max_pixels if you trust the file.")
+    if min(width, height) < min_side:
+        raise BadImageError(f"{label} is {width}x{height} pixels; kpcore needs at least "
+                            f"{min_side}x{min_side}. Use a larger image.")
+
+
+def _to_rgb(img: Image.Image, label: str) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    elif mode == "PA":
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_wide_to_uint8(np.asarray(img), mode)).convert("RGB")
+    try:
+        return img.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV, RGBX
+    except (ValueError, OSError) as e:
+        raise BadImageError(f"{label} has pixel mode {mode!r}, which cannot be converted to RGB "
+                            f"({e}); re-save it as an 8-bit RGB JPEG or PNG.") from None
+
+
+def _wide_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit integer or float pixels to uint8 (rules in the module docstring)."""
+    if mode.startswith("I;16"):
+        return np.round(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    values = values.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(values.shape, np.uint8)
+    lo, hi = float(finite.min()), float(finite.max())
+    if mode == "F" and lo >= 0 and hi <= 1:
+        values = values * 255.0  # float images in 0..1
+    elif lo < 0 or hi > 255:
+        values = (values - lo) * (255.0 / (hi - lo)) if hi > lo else values * 0.0
+    return np.round(np.nan_to_num(np.clip(values, 0, 255))).astype(np.uint8)
+
+
+def _from_array(array: np.ndarray, max_pixels: int, max_side: int | None,
+                min_side: int) -> tuple[np.ndarray, ImageInfo]:
+    label = f"the {array.dtype} array of shape {array.shape}"
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise BadImageError(f"{label} is not an image; expected (H, W), (H, W, 1), (H, W, 3) RGB "
+                            "or (H, W, 4) RGBA.")
+    height, width = array.shape[:2]
+    _check_size(width, height, label, max_pixels, min_side)
+    if array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype == np.bool_:
+        pixels = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        pixels = _wide_to_uint8(array, "I;16")
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise BadImageError(f"{label} holds NaN or infinite values; fix them before loading.")
+        scale = 255.0 if array.size and float(array.max()) <= 1.0 else 1.0  # 0..1 or 0..255
+        pixels = np.round(np.clip(array * scale, 0, 255)).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer):
+        pixels = _wide_to_uint8(array, "I")
+    else:
+        raise BadImageError(f"{label} has dtype {array.dtype}; use uint8 (0..255) or float (0..1).")
+    img = Image.fromarray(np.ascontiguousarray(pixels))
+    array_out, info = _from_pil(img, label, max_pixels, max_side, min_side)
+    return array_out, ImageInfo(size=info.size, out_size=info.out_size, format=None,
+                                mode=f"array:{array.dtype}")
