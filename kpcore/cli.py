@@ -64,7 +64,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
 
     summary = evaluate_model(args.model, data_root=args.data_root, split=args.split, labels=args.labels,
-                             json_out=args.json, flip_test=args.flip_test, save=not args.no_save)
+                             json_out=args.json, flip_test=args.flip_test, save=not args.no_save,
+                             boxes=args.boxes)
     keys = ("n", "mean_px_error", "nme", "failure_rate", "auc", "mae")
     print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
                    for k in keys if k in summary))
@@ -78,6 +79,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"records -> {records}")
     if args.to:
         print(f"checkpoint -> {export_checkpoint(args.run, args.to, half=args.half, records=records)}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate_checkpoint
+
+    box_map = calibrate_checkpoint(args.model, data_root=args.data_root)
+    print(json.dumps(box_map, indent=2))
     return 0
 
 
@@ -155,7 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="also write the summary JSON here")
     s.add_argument("--flip-test", action="store_true", help="average with the prediction on the flipped face")
     s.add_argument("--no-save", action="store_true", help="do not write eval/ files next to the model")
+    s.add_argument("--boxes", choices=["dataset", "detector"], default="dataset",
+                   help="face boxes from the labels (default) or from the face detector (see `calibrate`)")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("calibrate", help="fit the detector-box -> training-crop map of a checkpoint")
+    s.add_argument("model", help="checkpoint folder")
+    s.add_argument("--data-root", help=data_root_help)
+    s.set_defaults(func=_cmd_calibrate)
 
     s = sub.add_parser("export", help="ship a run: records to records/<run>/, best model to --to FOLDER")
     s.add_argument("run", help="run folder (runs/<name>)")

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import geometry as geo
 from .checkpoint import atomic_write_text
+from .console import progress_enabled
 from .data.datasets import get_task, load_split
 from .data.loader import KeypointDataset, decode_rgb
 from .metrics import ced, summarize
@@ -30,17 +31,11 @@ THUMB_SIDE = 256
 BATCH = 32
 
 
-def _progress() -> bool:
-    import os
-
-    return os.environ.get("KPCORE_PROGRESS", "1") != "0"
-
-
 def predict_dataset(predictor: Predictor, ds: KeypointDataset, batch_size: int = BATCH) -> np.ndarray:
     """``(N, K, 2)`` predictions in original-image pixels for every sample of ``ds``."""
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
     out = np.zeros((len(ds), ds.facts.num_points, 2), np.float32)
-    for batch in tqdm(loader, desc="predicting", disable=not _progress(), leave=False):
+    for batch in tqdm(loader, desc="predicting", disable=not progress_enabled(), leave=False):
         coords = predictor.forward_normalized(batch["image"]).float().numpy()
         for i, c, m in zip(batch["index"].tolist(), coords, batch["matrix"].numpy(), strict=True):
             out[i] = geo.apply(geo.invert(m), geo.denormalize_points(c, ds.spec.size))
@@ -62,7 +57,7 @@ def _thumbnail(sample, pred: np.ndarray, layout) -> np.ndarray:
 
 def evaluate_model(model: str | Path, data_root=None, split: str | None = None, labels=None,
                    json_out: str | Path | None = None, flip_test: bool = False, save: bool = True,
-                   predictor: Predictor | None = None) -> dict:
+                   predictor: Predictor | None = None, boxes: str = "dataset") -> dict:
     """Evaluate a checkpoint folder / Hub repo id on a split (or any 300-W-form XML via ``labels``).
 
     Returns the summary dict (``n, mean_px_error, nme, failure_rate, auc, mae,
@@ -73,7 +68,17 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
     if split is None:
         split = "test" if "test" in task.splits else "val"
     samples = load_split(task.name, split, data_root, labels=labels)
-    ds = KeypointDataset(samples, predictor.facts, predictor.spec, None, cache=True, progress=_progress())
+    missed = 0
+    if boxes == "detector":
+        from .calibrate import with_detector_boxes
+
+        box_map = predictor.config.get("detector_box_map")
+        if box_map is None:
+            raise ValueError(f"{model}: no detector_box_map in config.json; run `python -m kpcore calibrate {model}`")
+        samples, missed = with_detector_boxes(samples, predictor.spec, box_map, progress=progress_enabled())
+    elif boxes != "dataset":
+        raise ValueError(f"boxes = {boxes!r}: use 'dataset' (the labels' boxes) or 'detector'")
+    ds = KeypointDataset(samples, predictor.facts, predictor.spec, None, cache=True, progress=progress_enabled())
     pred = predict_dataset(predictor, ds)
     true = np.stack([s.points for s in samples])
     norm = np.array([s.norm_distance for s in samples])
@@ -85,8 +90,9 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
         "pred": [json.dumps(np.round(p, 2).tolist()) for p in pred],
         "true": [json.dumps(np.round(s.points, 2).tolist()) for s in samples],
     })
-    name = Path(labels).stem if labels else split
+    name = (Path(labels).stem if labels else split) + ("-detector" if boxes == "detector" else "")
     summary.update({"model": str(model), "task": task.name, "split": name, "flip_test": flip_test,
+                    "boxes": boxes, "detector_missed": missed,
                     "layout": predictor.facts.name, "norm": predictor.facts.norm_name})
     summary["per_image"] = [{"image": r.image, "nme": float(r.nme), "px_error": float(r.px_error)}
                             for r in frame.itertuples()]

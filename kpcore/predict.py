@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import geometry as geo
-from .data.loader import InputSpec, make_input
+from .data.loader import InputSpec, crop_input, make_input, to_color
 from .facts import FACTS, DatasetFacts
 
 DEFAULT_BATCH = 32
@@ -109,6 +109,10 @@ class Predictor:
         x, m, _ = make_input(image, box, self.spec)
         return x, m
 
+    def region_for(self, box: Sequence[float] | None, image_size: tuple[int, int]) -> tuple[float, ...]:
+        """The image region that fills the input for a face box (as in training)."""
+        return self.spec.crop_box(box, image_size)
+
     def load_image(self, image) -> np.ndarray:
         """Any accepted image form -> RGB uint8, EXIF orientation applied (clear errors on bad input)."""
         from .imageio import load_image
@@ -131,13 +135,21 @@ class Predictor:
             images = [images] * len(boxes)
         if len(images) != len(boxes):
             raise ValueError(f"got {len(images)} images for {len(boxes)} boxes; pass one box per image")
+        arrays = [img if isinstance(img, np.ndarray) else self.load_image(img) for img in images]
+        regions = [self.region_for(b, (a.shape[1], a.shape[0])) for a, b in zip(arrays, boxes, strict=True)]
+        return self.predict_regions(arrays, regions, batch_size)
+
+    def predict_regions(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[float]],
+                        batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """``(N, K, 2)`` points for exact input regions (left, top, width, height) of RGB arrays."""
         out = []
-        for start in range(0, len(boxes), batch_size):
+        for start in range(0, len(regions), batch_size):
             xs, ms = [], []
-            for img, box in zip(images[start:start + batch_size], boxes[start:start + batch_size], strict=True):
-                arr = img if isinstance(img, np.ndarray) else self.load_image(img)
-                x, m = self.prepare(arr, box)
-                xs.append(x)
+            for arr, region in zip(images[start:start + batch_size], regions[start:start + batch_size],
+                                   strict=True):
+                m = geo.crop_matrix(region, self.spec.size)
+                crop = crop_input(to_color(arr, self.spec.color), m, self.spec)
+                xs.append(self.spec.to_tensor(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)))
                 ms.append(m)
             coords = self.forward_normalized(torch.stack(xs)).float().numpy()
             for c, m in zip(coords, ms, strict=True):
@@ -152,17 +164,19 @@ class Predictor:
             self._detector = get_detector()
         return self._detector
 
-    def face_to_crop_box(self, det_box: Sequence[float]) -> tuple[float, float, float, float]:
-        """Map a detector box to the box the model was trained with (``config['detector_box_map']``).
+    def detector_region(self, det_box: Sequence[float], image_size: tuple[int, int]) -> tuple[float, ...]:
+        """The input region for a detector box.
 
-        The map is ``(dx, dy, sw, sh)``: centre shift as fractions of the
-        detector box and size scale, fitted on training data; identity if absent.
+        Uses the checkpoint's ``detector_box_map`` (fitted by ``kpcore calibrate``,
+        :mod:`kpcore.calibrate`); without one, the detector box is treated as
+        the training face box.
         """
-        dx, dy, sw, sh = self.config.get("detector_box_map", [0.0, 0.0, 1.0, 1.0])
-        left, top, w, h = det_box
-        cx, cy = left + w / 2 + dx * w, top + h / 2 + dy * h
-        nw, nh = w * sw, h * sh
-        return cx - nw / 2, cy - nh / 2, nw, nh
+        from .calibrate import box_to_region
+
+        box_map = self.config.get("detector_box_map")
+        if box_map is None:
+            return self.region_for(det_box, image_size)
+        return box_to_region(det_box, box_map)
 
     def predict(self, image, min_score: float | None = None, whole_image_if_no_face: bool = False) -> list[FacePrediction]:
         """Find every face in a photo and predict its points.
@@ -185,7 +199,10 @@ class Predictor:
         else:
             boxes = [tuple(float(v) for v in d.box) for d in dets]
             scores = [float(d.score) for d in dets]
-        crop_boxes = [self.face_to_crop_box(b) for b in boxes]
-        pts = self.predict_crops(arr, crop_boxes)
+        if not dets:
+            crop_boxes = [self.region_for(None, (w, h))]
+        else:
+            crop_boxes = [self.detector_region(b, (w, h)) for b in boxes]
+        pts = self.predict_regions([arr] * len(crop_boxes), crop_boxes)
         return [FacePrediction(box=b, score=s, points=p, crop_box=cb) for b, s, p, cb in
                 zip(boxes, scores, pts, crop_boxes, strict=True)]

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from . import geometry as geo
 from .checkpoint import atomic_write_text, build_config, save_checkpoint
 from .config import TrainConfig, load_job, save_yaml
+from .console import progress_enabled
 from .data.datasets import get_task, load_split
 from .data.loader import KeypointDataset
 from .errors import ConfigError
@@ -45,10 +46,6 @@ from .models import create_model
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_nme", "val_px_error", "lr", "seconds"]
 STATE_FILE = "state.pt"
-
-
-def _progress_enabled() -> bool:
-    return os.environ.get("KPCORE_PROGRESS", "1") != "0"
 
 
 def _auto_workers() -> int:
@@ -178,7 +175,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
 
     task = get_task(cfg.task)
     facts = task.facts
-    progress = _progress_enabled() and main
+    progress = progress_enabled() and main
     train_samples = load_split(cfg.task, "train", cfg.data_root)
     val_samples = load_split(cfg.task, "val", cfg.data_root)
     train_ds = KeypointDataset(train_samples, facts, cfg.input, cfg.augment, cache=cfg.cache, progress=progress,
