@@ -8,7 +8,10 @@ training split, the median map from a detector box to the model's training
 
     region centre = det centre + (dx * det_w, dy * det_h);  region size = (sw * det_w, sh * det_h)
 
-and store it as ``detector_box_map`` in the checkpoint's ``config.json``.
+and store it as ``detector_box_map`` in the checkpoint's ``config.json``, with
+``points_box_map``, the same from the extent of the points to the region, which
+the optional second pass of ``Predictor.predict(refine=True)`` uses to re-crop
+around a first prediction.
 :meth:`kpcore.predict.Predictor.predict` applies it; ``kpcore evaluate
 --boxes detector`` measures what it costs against the dataset's own boxes.
 """
@@ -88,15 +91,27 @@ def fit_box_map(samples: list[Sample], spec: InputSpec, detector=None, progress:
         if face is None:
             missed += 1
             continue
-        region = spec.crop_box(s.box, s.image_size)
-        left, top, w, h = face.box
-        rl, rt, rw, rh = region
-        rows.append(((rl + rw / 2 - (left + w / 2)) / w, (rt + rh / 2 - (top + h / 2)) / h, rw / w, rh / h))
+        rows.append(_offsets(face.box, spec.crop_box(s.box, s.image_size)))
     if not rows:
         raise ValueError("the detector found none of the training faces; cannot fit a box map")
+    return {**_median_map(rows), "n": len(rows), "missed": missed}
+
+
+def fit_points_map(samples: list[Sample], spec: InputSpec) -> dict:
+    """Median map from the points' extent to the training region (for a second, re-cropped pass)."""
+    rows = [_offsets(geo.points_box(s.points), spec.crop_box(s.box, s.image_size)) for s in samples]
+    return {**_median_map(rows), "n": len(rows)}
+
+
+def _offsets(box, region) -> tuple[float, float, float, float]:
+    left, top, w, h = box
+    rl, rt, rw, rh = region
+    return (rl + rw / 2 - (left + w / 2)) / w, (rt + rh / 2 - (top + h / 2)) / h, rw / w, rh / h
+
+
+def _median_map(rows) -> dict:
     dx, dy, sw, sh = np.median(np.array(rows), axis=0)
-    return {"dx": float(dx), "dy": float(dy), "sw": float(sw), "sh": float(sh), "n": len(rows),
-            "missed": missed}
+    return {"dx": float(dx), "dy": float(dy), "sw": float(sw), "sh": float(sh)}
 
 
 def calibrate_checkpoint(folder: str | Path, data_root=None, max_samples: int = 400, progress: bool | None = None) -> dict:
@@ -112,6 +127,7 @@ def calibrate_checkpoint(folder: str | Path, data_root=None, max_samples: int = 
     box_map = fit_box_map(samples, spec, progress=progress)
     box_map["fit_on"] = f"{cfg['task']} train ({box_map['n']} faces)"
     cfg["detector_box_map"] = box_map
+    cfg["points_box_map"] = fit_points_map(load_split(cfg["task"], "train", data_root), spec)
     (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
     return box_map
 

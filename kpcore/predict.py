@@ -178,8 +178,16 @@ class Predictor:
             return self.region_for(det_box, image_size)
         return box_to_region(det_box, box_map)
 
-    def predict(self, image, min_score: float | None = None, whole_image_if_no_face: bool = False) -> list[FacePrediction]:
+    def predict(self, image, min_score: float | None = None, whole_image_if_no_face: bool = False,
+                refine: bool = False) -> list[FacePrediction]:
         """Find every face in a photo and predict its points.
+
+        Args:
+            image: Path, bytes, PIL image or RGB array (EXIF orientation is applied).
+            min_score: Detector score threshold (default: the detector's).
+            whole_image_if_no_face: Use the whole image when no face is found.
+            refine: A second pass, re-cropped around the first prediction
+                (needs ``points_box_map`` from ``kpcore calibrate``).
 
         Raises:
             NoFaceFoundError: no face was found (and ``whole_image_if_no_face`` is False).
@@ -204,5 +212,10 @@ class Predictor:
         else:
             crop_boxes = [self.detector_region(b, (w, h)) for b in boxes]
         pts = self.predict_regions([arr] * len(crop_boxes), crop_boxes)
+        if refine and "points_box_map" in self.config:
+            from .calibrate import box_to_region
+
+            crop_boxes = [box_to_region(geo.points_box(p), self.config["points_box_map"]) for p in pts]
+            pts = self.predict_regions([arr] * len(crop_boxes), crop_boxes)
         return [FacePrediction(box=b, score=s, points=p, crop_box=cb) for b, s, p, cb in
                 zip(boxes, scores, pts, crop_boxes, strict=True)]

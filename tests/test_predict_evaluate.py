@@ -124,3 +124,41 @@ def test_unknown_model_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(KpcoreError, match="checkpoint"):
         Predictor.from_pretrained(tmp_path / "nope")
+
+
+class StubDetector:
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def detect(self, image, score_threshold=None):
+        from kpcore.detect import Face
+
+        return [Face(box=b, score=0.99) for b in self.boxes]
+
+
+def test_predict_maps_detector_boxes_and_refines_around_the_first_pass():
+    from kpcore.errors import NoFaceFoundError
+
+    coords = torch.tensor([[[-0.5, -0.5], [0.5, 0.5]]])  # two points at a quarter and three quarters
+    cfg = config_for(k=2)
+    cfg["detector_box_map"] = {"dx": 0.0, "dy": 0.0, "sw": 2.0, "sh": 2.0}
+    cfg["points_box_map"] = {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0}
+    p = Predictor(ConstantModel(coords), cfg)
+    p._detector = StubDetector([(100.0, 100.0, 50.0, 50.0), (10.0, 10.0, 20.0, 20.0)])
+    image = np.zeros((300, 300, 3), np.uint8)
+    faces = p.predict(image)
+    assert len(faces) == 2 and faces[0].score == pytest.approx(0.99)
+    # region = the detector box doubled about its centre (125, 125): (75, 75, 100, 100)
+    np.testing.assert_allclose(faces[0].crop_box, (75, 75, 100, 100))
+    np.testing.assert_allclose(faces[0].points, [[99.5, 99.5], [149.5, 149.5]], atol=1e-4)
+    # second pass: region = the extent of the first points (pixel edges), same map -> points move inwards
+    refined = p.predict(image, refine=True)[0]
+    box = geo.points_box(faces[0].points)
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    expect = [[cx - box[2] / 4 - 0.5, cy - box[3] / 4 - 0.5], [cx + box[2] / 4 - 0.5, cy + box[3] / 4 - 0.5]]
+    np.testing.assert_allclose(refined.points, expect, atol=1e-4)
+    p._detector = StubDetector([])
+    with pytest.raises(NoFaceFoundError, match="no face found"):
+        p.predict(image)
+    whole = p.predict(image, whole_image_if_no_face=True)
+    assert len(whole) == 1 and whole[0].score == 0.0
