@@ -4,7 +4,7 @@
 #   docker build -t kpcore . && docker run --rm -p 7860:7860 kpcore
 #
 # Spaces run the container as user 1000 and forward the port named by
-# `app_port` in the README front matter (space_readme_header.md).
+# `app_port` in the README front matter.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -35,9 +35,18 @@ RUN pip install --user --index-url https://download.pytorch.org/whl/cpu "torch>=
 COPY --chown=user kpcore ./kpcore
 COPY --chown=user webapp ./webapp
 COPY --chown=user checkpoints ./checkpoints
+COPY --chown=user records ./records
+COPY --chown=user benchmarks ./benchmarks
 COPY --chown=user docs ./docs
 COPY --chown=user .streamlit ./.streamlit
 COPY --chown=user app.py pyproject.toml ./
+
+# Fetched at build time: the IMM Face Database (research and education use) for the
+# data explorer and the per-image pages. If the archive cannot be fetched the app
+# still runs on the shipped records and thumbnails.
+ENV KPCORE_DATA=/home/user/app/data
+RUN python -m kpcore download imm --root "$KPCORE_DATA" \
+    || echo "IMM not downloaded: the dashboard shows the shipped records only"
 
 EXPOSE 7860
 # XSRF protection off: a Space shows the app inside an iframe on huggingface.co,
