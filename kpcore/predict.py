@@ -194,7 +194,9 @@ class Predictor:
         """
         from .errors import NoFaceFoundError
 
-        arr = self.load_image(image)
+        from .imageio import load_image_with_info
+
+        arr, info = load_image_with_info(image)  # huge photos come back shrunk
         dets = self.detector().detect(arr, min_score)
         h, w = arr.shape[:2]
         if not dets:
@@ -217,5 +219,21 @@ class Predictor:
 
             crop_boxes = [box_to_region(geo.points_box(p), self.config["points_box_map"]) for p in pts]
             pts = self.predict_regions([arr] * len(crop_boxes), crop_boxes)
-        return [FacePrediction(box=b, score=s, points=p, crop_box=cb) for b, s, p, cb in
-                zip(boxes, scores, pts, crop_boxes, strict=True)]
+        faces = [FacePrediction(box=b, score=s, points=p, crop_box=cb) for b, s, p, cb in
+                 zip(boxes, scores, pts, crop_boxes, strict=True)]
+        return [_to_source_pixels(f, info.out_size, info.size) for f in faces]
+
+
+def _to_source_pixels(face: FacePrediction, shown: tuple[int, int], source: tuple[int, int]) -> FacePrediction:
+    """A face found on a shrunk copy, in the pixels of the image as given (boxes are edges, points centres)."""
+    if shown == source:
+        return face
+    to_source = geo.invert(geo.crop_matrix((0, 0, *source), shown))
+    sx, sy = source[0] / shown[0], source[1] / shown[1]
+
+    def scale(box):
+        return None if box is None else (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+    return FacePrediction(box=scale(face.box), score=face.score,
+                          points=geo.apply(to_source, face.points).astype(np.float32),
+                          crop_box=scale(face.crop_box), extra=face.extra)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,29 +17,15 @@ from kpcore.imageio import (
     load_image,
     load_image_with_info,
 )
+from tests.hostile_images import png_claiming as _png_claiming
+from tests.hostile_images import two_colour as _two_colour
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
-
-
-def _two_colour(width: int = 64, height: int = 48, left=RED, right=BLUE) -> Image.Image:
-    """Left half one colour, right half another: shows flips and rotations."""
-    img = Image.new("RGB", (width, height), left)
-    img.paste(Image.new("RGB", (width - width // 2, height), right), (width // 2, 0))
-    return img
 
 
 def _save(img: Image.Image, path: Path, **kwargs) -> Path:
     img.save(path, **kwargs)
     return path
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width x height`` (the pixel data is a stub)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
 
 
 # ------------------------------------------------------------------ sources

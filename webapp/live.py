@@ -9,7 +9,14 @@ API: the main event is ``api_name="predict"`` with the photo first, so::
     from gradio_client import Client, handle_file
     Client("http://host:port/gradio/").predict(handle_file("face.jpg"), api_name="/predict")
 
-returns ``(annotated image, JSON file, CSV file, summary markdown)``.
+returns ``(annotated image, JSON file, CSV file, summary markdown)``. The inputs
+after the photo (model, skeleton, point ids, "use the whole image if no face is
+found") all have defaults. The event skips Gradio's own image decoding
+(``preprocess=False``): kpcore's :func:`~kpcore.imageio.load_image` reads the
+uploaded file, so a broken, hostile or unsupported file gets kpcore's message
+(a ``gr.Error``, raised by ``gradio_client`` as ``AppError``), odd encodings
+(16-bit, CMYK, transparency, animation, EXIF rotation) are read the kpcore way,
+and huge photos are shrunk, with points still given in the photo's own pixels.
 
 The "Face morph" tab (:func:`_morph_tab`, computing in ``kpcore.morph``) has
 ``api_name="morph"`` (photo A, photo B, frames, loop back -> half-way face, GIF
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import os
 import tempfile
@@ -38,7 +46,9 @@ import gradio as gr
 import numpy as np
 
 from kpcore.checkpoint import read_config
+from kpcore.errors import NoFaceFoundError
 from kpcore.facts import FACTS, DatasetFacts
+from kpcore.imageio import load_image_with_info
 from kpcore.render import draw_boxes, draw_keypoints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +63,9 @@ MODELS: dict[str, str] = {
     "Nose tip, 1 point (IMM)": "nose-imm",
 }
 DEFAULT_MODEL = next(iter(MODELS))
+WHOLE_IMAGE_LABEL = "If no face is found, use the whole image"
+WHOLE_IMAGE_SCORE = 0.0
+"""The score kpcore gives the whole-image "face" of ``predict(..., whole_image_if_no_face=True)``."""
 
 
 @dataclass
@@ -85,13 +98,57 @@ def _predictor(folder: str):
     return Predictor.from_pretrained(folder)
 
 
-def predict_faces(folder: Path, image: np.ndarray) -> list[Any]:
+def predict_faces(folder: Path, image: np.ndarray, whole_image_if_no_face: bool = False) -> list[Any]:
     """Detect the faces in an RGB ``uint8`` photo and predict their points with the checkpoint in ``folder``.
 
-    Returns ``kpcore.predict.FacePrediction`` objects (``box``, ``score``, ``points``).
+    Returns ``kpcore.predict.FacePrediction`` objects (``box``, ``score``, ``points``);
+    with ``whole_image_if_no_face`` a photo without a detected face gives one
+    "face" covering the whole image, with score :data:`WHOLE_IMAGE_SCORE`.
     Raises kpcore's ``ValueError`` subclasses for unusable photos (too small, no face).
     """
-    return _predictor(str(folder)).predict(image)
+    return _predictor(str(folder)).predict(image, whole_image_if_no_face=whole_image_if_no_face)
+
+
+def load_photo(photo: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """The photo as an RGB ``uint8`` array (shrunk when huge) and its ``(width, height)`` as uploaded.
+
+    ``photo`` is what the ``predict`` event receives: Gradio's upload payload
+    (a dict with ``path`` and ``orig_name``), or an object with ``.path``, or a
+    path; an array is taken as it is (Python callers, tests). Files are read by
+    kpcore's loader; its ``BadImageError`` becomes a ``gr.Error`` naming the file
+    as the user called it (never the server's temp path).
+    """
+    if isinstance(photo, np.ndarray):
+        return photo, (photo.shape[1], photo.shape[0])
+    if isinstance(photo, dict):
+        path, name = photo.get("path"), photo.get("orig_name")
+    elif isinstance(photo, (str, os.PathLike)):
+        path, name = photo, None
+    else:
+        path, name = getattr(photo, "path", None), getattr(photo, "orig_name", None)
+    if not path:
+        raise gr.Error("The photo did not arrive (no file in the request); upload it again.")
+    data = io.BytesIO(Path(path).read_bytes())
+    data.name = str(name or Path(path).name)  # the label in kpcore's messages
+    try:
+        image, info = load_image_with_info(data)
+    except ValueError as e:  # kpcore's BadImageError: what is wrong and what to do
+        raise gr.Error(str(e), print_exception=False) from e  # the user's file, not a server fault
+    return image, info.size
+
+
+def to_photo_pixels(face: Face, shown: tuple[int, int], photo: tuple[int, int]) -> Face:
+    """A face found on the shown (shrunk) image, in the pixels of the photo as uploaded.
+
+    Edges scale by ``photo / shown`` exactly; points are pixel centres, so
+    ``x -> (x + 0.5) * sx - 0.5``.
+    """
+    if shown == photo:
+        return face
+    sx, sy = photo[0] / shown[0], photo[1] / shown[1]
+    points = (face.points + 0.5) * [sx, sy] - 0.5
+    box = None if face.box is None else [face.box[0] * sx, face.box[1] * sy, face.box[2] * sx, face.box[3] * sy]
+    return Face(points, box, face.score)
 
 
 def as_face(face: Any) -> Face:
@@ -146,9 +203,14 @@ def availability() -> str:
     return f"Not available here yet: {', '.join(missing)}."
 
 
-def run_demo(image: np.ndarray | None, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
-             show_ids: bool = False) -> tuple[np.ndarray, str, str, str]:
-    """The ``predict`` event: keypoints drawn on the photo, JSON and CSV files, a summary."""
+def run_demo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
+             show_ids: bool = False, whole_image_if_no_face: bool = False) -> tuple[np.ndarray, str, str, str]:
+    """The ``predict`` event: keypoints drawn on the photo, JSON and CSV files, a summary.
+
+    ``image`` is the upload as Gradio sends it, a path or an RGB array (see
+    :func:`load_photo`). JSON and CSV points are in the pixels of the photo as
+    uploaded, even when a huge photo was shrunk for the detector and the picture.
+    """
     if image is None:
         raise gr.Error("Upload a photo first (or take one with the webcam).")
     if model_label not in MODELS:
@@ -158,25 +220,43 @@ def run_demo(image: np.ndarray | None, model_label: str = DEFAULT_MODEL, skeleto
     if folder is None:
         raise gr.Error(f"No checkpoint `{name}` yet: looked in {[str(r) for r in checkpoint_roots()]}. "
                        "Train or download it, or choose another model.")
+    image, photo_size = load_photo(image)
     layout = FACTS.get(str(read_config(folder).get("layout")))
     start = time.perf_counter()
     try:
-        faces = [as_face(f) for f in predict_faces(folder, image)]
-    except ValueError as e:  # kpcore's user-input errors (bad image, no face) are ValueErrors
-        raise gr.Error(str(e)) from e
+        if whole_image_if_no_face:
+            found = predict_faces(folder, image, whole_image_if_no_face=True)
+        else:  # the two-argument call: stand-ins for predict_faces in tests take no third
+            found = predict_faces(folder, image)
+        faces = [as_face(f) for f in found]
+    except NoFaceFoundError as e:
+        raise gr.Error(f"no face found in this {photo_size[0]}x{photo_size[1]} photo. Try one where the "
+                       f"face is larger and frontal, or tick \"{WHOLE_IMAGE_LABEL}\" and run again to "
+                       "place the points on the whole photo.", print_exception=False) from e
+    except ValueError as e:  # kpcore's other user-input errors (bad image) are ValueErrors
+        raise gr.Error(str(e), print_exception=False) from e
     ms = (time.perf_counter() - start) * 1000
+    whole = whole_image_if_no_face and len(faces) == 1 and faces[0].score == WHOLE_IMAGE_SCORE
     drawn = image
     for face in faces:
         drawn = draw_keypoints(drawn, face.points, layout if skeleton else None, show_ids=show_ids)
     boxes = [f.box for f in faces if f.box is not None]
-    if boxes:
+    if boxes and not whole:
         drawn = draw_boxes(drawn, boxes, [f"{f.score:.2f}" if f.score is not None else ""
                                           for f in faces if f.box is not None])
     h, w = image.shape[:2]
-    json_path, csv_path = write_outputs(faces, name, layout, (w, h))
+    photo_faces = [to_photo_pixels(f, (w, h), photo_size) for f in faces]
+    json_path, csv_path = write_outputs(photo_faces, name, layout, photo_size)
     k = len(faces[0].points) if faces else 0
-    summary = (f"{len(faces)} face(s) · {k} points each · `{name}` · {ms:.0f} ms"
-               if faces else f"No face found by `{name}`.")
+    if whole:
+        summary = f"No face found: {k} points placed on the whole photo · `{name}` · {ms:.0f} ms"
+    elif faces:
+        summary = f"{len(faces)} face(s) · {k} points each · `{name}` · {ms:.0f} ms"
+    else:
+        summary = f"No face found by `{name}`."
+    if (w, h) != photo_size:
+        summary += (f" · shown at {w}x{h}; the JSON and CSV points are in the "
+                    f"{photo_size[0]}x{photo_size[1]} photo's pixels")
     return drawn, json_path, csv_path, summary
 
 
@@ -355,6 +435,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         skeleton = gr.Checkbox(value=True, label="Skeleton")
                         show_ids = gr.Checkbox(value=False, label="Point ids")
+                    whole_image = gr.Checkbox(value=False, label=WHOLE_IMAGE_LABEL, elem_id="kp-whole")
                     button = gr.Button("Find keypoints", variant="primary", elem_id="kp-run")
                     examples = example_photos()
                     if examples:
@@ -366,8 +447,11 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         json_file = gr.DownloadButton("Points as JSON", size="md", elem_id="kp-json")
                         csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv")
-        gr.on([button.click, photo.upload], run_demo, inputs=[photo, model, skeleton, show_ids],
-              outputs=[result, json_file, csv_file, summary], api_name="predict")
+        # preprocess=False: the photo arrives as the uploaded file, and kpcore (not
+        # Gradio) decodes it, with kpcore's messages for bad files (see load_photo).
+        # New inputs go last, with defaults, so older API calls keep working.
+        gr.on([button.click, photo.upload], run_demo, inputs=[photo, model, skeleton, show_ids, whole_image],
+              outputs=[result, json_file, csv_file, summary], api_name="predict", preprocess=False)
         demo.load(availability, outputs=notice, api_visibility="private")
         _morph_tab()
     return demo
