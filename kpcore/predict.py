@@ -193,7 +193,6 @@ class Predictor:
             NoFaceFoundError: no face was found (and ``whole_image_if_no_face`` is False).
         """
         from .errors import NoFaceFoundError
-
         from .imageio import load_image_with_info
 
         arr, info = load_image_with_info(image)  # huge photos come back shrunk
