@@ -162,3 +162,23 @@ def test_predict_maps_detector_boxes_and_refines_around_the_first_pass():
         p.predict(image)
     whole = p.predict(image, whole_image_if_no_face=True)
     assert len(whole) == 1 and whole[0].score == 0.0
+
+
+def test_bench_writes_its_json_for_a_checkpoint(tmp_path):
+    from kpcore.bench import run_bench
+
+    data = tmp_path / "data"
+    make_tiny_imm(data)
+    job = tmp_path / "tiny.yaml"
+    job.write_text(yaml.safe_dump(JOB))
+    run = tmp_path / "tiny_run"
+    run_cli("train", str(job), "--data-root", str(data), "--out", str(run), "--epochs", "1")
+    out = tmp_path / "bench.json"
+    rows = run_bench(json_out=out, data_root=data, quick=True, threads=1, models=[run / "best"])
+    saved = json.loads(out.read_text())
+    assert len(rows) == len(saved) == 1
+    row = saved[0]
+    for key in ("model", "split", "n", "nme", "mean_px_error", "latency_ms_b1", "threads", "throughput_b32",
+                "params", "file_mb", "train_images_per_s", "loader_images_per_s"):
+        assert key in row, key
+    assert row["n"] == 8 and row["threads"] == 1 and row["latency_ms_b1"] > 0
