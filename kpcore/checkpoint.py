@@ -56,10 +56,21 @@ def build_config(model: nn.Module, *, task: str, layout: str, flip_pairs, input_
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_dir(target: Path):
-    """A temporary folder beside ``target``; :func:`_swap_in` moves it into place."""
+    """A temporary folder beside ``target``; :func:`_swap_in` moves it into place.
+
+    ``mkdtemp`` makes a private (0700) folder; give it the usual permissions.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
 
 
 def _swap_in(tmp: Path, target: Path) -> None:
@@ -81,6 +92,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp files are private (0600)
     os.replace(tmp, path)
 
 

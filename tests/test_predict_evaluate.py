@@ -182,3 +182,20 @@ def test_bench_writes_its_json_for_a_checkpoint(tmp_path):
                 "params", "file_mb", "train_images_per_s", "loader_images_per_s"):
         assert key in row, key
     assert row["n"] == 8 and row["threads"] == 1 and row["latency_ms_b1"] > 0
+
+
+def test_atomic_writes_are_not_private(tmp_path):
+    import os
+    import stat
+
+    from kpcore.checkpoint import atomic_write_text, save_checkpoint
+    from kpcore.models import create_model
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.csv", "x\n")
+        save_checkpoint(tmp_path / "ck", create_model("nosenet", num_keypoints=1, in_channels=1), {"format": "x"})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "ck").stat().st_mode) == 0o755
