@@ -163,9 +163,12 @@ def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]]
     if not metrics and not eval_summaries:
         lines += ["No metrics recorded yet.", ""]
 
-    lines += ["## Usage", "", "```python", "from kpcore.hub import pull", "",
-              f"folder = pull({json.dumps(repo_id or 'user/repo')})  "
-              "# config.json + model.safetensors", "```", "",
+    where = json.dumps(repo_id or "user/repo")
+    lines += ["## Usage", "", "```python", "from kpcore import Predictor", "",
+              f"p = Predictor.from_pretrained({where})  # a Hub repo id or a local folder",
+              "faces = p.predict(\"photo.jpg\")            # detect faces, then points in photo pixels",
+              "points = p.predict_crop(\"face.jpg\", box=(left, top, width, height))",
+              "```", "",
               "## Data and licence", "", licence
               + " The weights are derived from that data and come with the same terms.", ""]
     if facts is not None and facts.citation:
