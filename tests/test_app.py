@@ -14,11 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -32,19 +28,20 @@ from streamlit.testing.v1 import AppTest
 
 from kpcore.render import PRED_COLOR
 from tests.webapp_fixtures import (
+    http_get,
     image_ids,
     make_bench,
     make_checkpoint,
     make_imm_tree,
     make_run,
     save_model,
+    serve_app,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = str(REPO / "webapp" / "dashboard.py")
 PAGES = ["runs", "errors", "failures", "filters", "data", "bench", "live"]
 APPTEST_TIMEOUT = 60
-SERVER_START_TIMEOUT = 120
 SHOTS = Path(os.environ.get("KPCORE_SHOTS", "/tmp/shots"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -141,9 +138,9 @@ def test_runs_page_compares_the_nose_runs(webapp_env) -> None:
 def test_errors_page_table_image_and_charts(webapp_env) -> None:
     at = open_page("errors")
     source = at.selectbox(key="errors_source")
-    assert "face58-imm · val" in source.options
+    assert "test-face58 · val" in source.options
     assert any(o.startswith("nose-lr1e-3-k5 · val") for o in source.options)
-    source.set_value("face58-imm · val").run()
+    source.set_value("test-face58 · val").run()
     table = at.dataframe(key="errors_table").value
     assert len(table) == 12 and table["nme"].is_monotonic_decreasing  # worst first
     assert len(at.image) == 1  # the chosen (worst) image: the saved thumbnail, no dataset here
@@ -176,7 +173,7 @@ def test_errors_page_draws_points_on_a_canvas_without_image(webapp_env) -> None:
 def test_errors_page_uses_the_dataset_image_when_present(webapp_env) -> None:
     make_imm_tree(webapp_env.data, stems=tuple(image_ids()))
     at = open_page("errors")
-    at.selectbox(key="errors_source").set_value("face58-imm · val").run()
+    at.selectbox(key="errors_source").set_value("test-face58 · val").run()
     caption = at.image[0].proto.imgs[0].caption
     assert not at.exception
     assert caption == "34-6m · red = predicted, green = true"  # the worst image, from the dataset
@@ -185,7 +182,7 @@ def test_errors_page_uses_the_dataset_image_when_present(webapp_env) -> None:
 def test_failures_page_shows_worst_and_best(webapp_env) -> None:
     at = open_page("failures")
     assert [s.value for s in at.subheader] == ["Worst images", "Best images"]
-    at.selectbox(key="failures_source").set_value("face58-imm · val").run()  # the repo may ship others
+    at.selectbox(key="failures_source").set_value("test-face58 · val").run()  # the repo may ship others
     assert sum(len(im.proto.imgs) for im in at.image) == 6  # 3 worst + 3 best thumbs
     run_source = next(o for o in at.selectbox(key="failures_source").options if o.startswith("nose-"))
     at.selectbox(key="failures_source").set_value(run_source).run()
@@ -196,7 +193,7 @@ def test_failures_page_shows_worst_and_best(webapp_env) -> None:
 def test_filters_page_shows_weights_and_feature_maps(webapp_env) -> None:
     at = open_page("filters")
     model = at.selectbox(key="filters_model")
-    assert "face58-imm" in model.options and "nose-lr1e-3-k5/best" in model.options
+    assert "test-face58" in model.options and "nose-lr1e-3-k5/best" in model.options
     model.set_value("nose-lr1e-3-k5/best").run()  # the repo's own checkpoints may be listed first
     layers = at.selectbox(key="filters_layer")
     assert len(layers.options) == 3  # nosenet: three conv layers
@@ -208,9 +205,9 @@ def test_filters_page_shows_weights_and_feature_maps(webapp_env) -> None:
 
 
 def test_filters_page_reports_a_broken_checkpoint(webapp_env) -> None:
-    (webapp_env.checkpoints / "face58-imm" / "model.safetensors").unlink()
+    (webapp_env.checkpoints / "test-face58" / "model.safetensors").unlink()
     at = open_page("filters")
-    at.selectbox(key="filters_model").set_value("face58-imm").run()
+    at.selectbox(key="filters_model").set_value("test-face58").run()
     assert not at.exception
     assert "model.safetensors is missing" in at.error[0].value
 
@@ -310,17 +307,6 @@ def test_build_demo_has_the_predict_api_and_example_hook(tmp_path: Path, monkeyp
 
 
 # ----------------------------------------------------------- served: one port
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.status, r.read()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``streamlit run app.py`` on a free port with synthetic records; yields the base URL."""
@@ -332,53 +318,23 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     make_run(runs, "nose-lr2e-3-k5", lr=2e-3, kernel=5, seed=2)
     make_checkpoint(checkpoints)
     save_model(checkpoints / "face68-300w", "ibug300w", "ibug300w", 68)
-    port = _free_port()
-    env = {**os.environ, "KPCORE_RUNS": str(runs), "KPCORE_CHECKPOINTS": str(checkpoints),
-           "KPCORE_BENCH": str(make_bench(tmp / "bench.json")), "KPCORE_DATA": str(tmp / "nodata"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: "
-                                   f"{(tmp / 'server.log').read_text()[-2000:]}")
-            try:
-                if _get(url + "/_stcore/health", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no health answer in {SERVER_START_TIMEOUT}s; log: "
-                                   f"{(tmp / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    env = {"KPCORE_RUNS": str(runs), "KPCORE_CHECKPOINTS": str(checkpoints),
+           "KPCORE_BENCH": str(make_bench(tmp / "bench.json")), "KPCORE_DATA": str(tmp / "nodata")}
+    with serve_app(env, tmp / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
 
 
 @pytest.mark.slow
 def test_one_port_serves_streamlit_and_gradio(served: str) -> None:
-    status, body = _get(served + "/_stcore/health")
+    status, body = http_get(served + "/_stcore/health")
     assert status == 200 and body == b"ok"
-    status, body = _get(served + "/gradio/config")
+    status, body = http_get(served + "/gradio/config")
     config = json.loads(body)
     assert status == 200 and config["mode"] == "blocks"
     assert any(d.get("api_name") == "predict" for d in config["dependencies"])
-    status, body = _get(served + "/")
+    status, body = http_get(served + "/")
     assert status == 200 and b"<html" in body.lower()
-    status, body = _get(served + "/gradio/")
+    status, body = http_get(served + "/gradio/")
     assert status == 200 and b"gradio" in body.lower()
 
 
@@ -417,7 +373,7 @@ def test_gradio_client_errors_keep_the_server_serving(served: str, tmp_path: Pat
     not_an_image.write_text("not a picture")
     with pytest.raises(Exception):  # noqa: B017  (Gradio's own decoding error)
         client.predict(handle_file(str(not_an_image)), api_name="/predict")
-    status, _ = _get(served + "/gradio/config")
+    status, _ = http_get(served + "/gradio/config")
     assert status == 200  # still serving
 
 

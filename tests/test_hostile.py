@@ -18,11 +18,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +31,7 @@ from kpcore.cli import main as cli_main
 from kpcore.errors import BadImageError, NoFaceFoundError
 from kpcore.imageio import DEFAULT_MAX_SIDE
 from tests.hostile_images import HUGE_SIZE, bad_files, landscape, odd_encodings
-from tests.webapp_fixtures import make_bench, save_model
+from tests.webapp_fixtures import http_get, make_bench, save_model, serve_app
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("KPCORE_DATA", REPO.parent / "shared" / "data"))
@@ -42,7 +39,6 @@ MODEL = "face68-300w"
 NUM_POINTS = 68
 SAME_FACE_IOU = 0.8
 """Boxes found on two encodings of one photo overlap at least this much."""
-SERVER_START_TIMEOUT = 120
 CONCURRENT_REQUESTS = 20
 BAD = {b.name: b for b in bad_files()}
 ODD_NAMES = ["gray.jpg", "gray16.png", "rgb48.png", "cmyk.jpg", "rgba.png", "palette.png", "animated.gif",
@@ -238,55 +234,15 @@ def test_run_demo_no_face_offers_the_whole_image(live, files: Path) -> None:
 
 
 # ------------------------------------------------------- served: the UI
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.status, r.read()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, checkpoints: Path) -> Iterator[str]:
     """``streamlit run app.py`` (dashboard at /, Gradio at /gradio/) on a free port; yields the base URL."""
     tmp = tmp_path_factory.mktemp("served")
     (tmp / "runs").mkdir()
-    port = _free_port()
-    env = {**os.environ, "KPCORE_RUNS": str(tmp / "runs"), "KPCORE_CHECKPOINTS": str(checkpoints),
-           "KPCORE_BENCH": str(make_bench(tmp / "bench.json")), "KPCORE_DATA": str(tmp / "nodata"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log_path = tmp / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-                try:
-                    if _get(url + "/_stcore/health", timeout=2)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no health answer in {SERVER_START_TIMEOUT}s; log: "
-                                       f"{log_path.read_text()[-2000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    env = {"KPCORE_RUNS": str(tmp / "runs"), "KPCORE_CHECKPOINTS": str(checkpoints),
+           "KPCORE_BENCH": str(make_bench(tmp / "bench.json")), "KPCORE_DATA": str(tmp / "nodata")}
+    with serve_app(env, tmp / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +277,7 @@ def test_ui_keeps_serving_after_the_bad_files(served: str, client, photo: Path) 
     answer, summary = _predict(client, photo)  # the defaults of every input after the photo
     assert f"1 face(s) · {NUM_POINTS} points" in summary
     assert answer["image_size"] == list(Image.open(photo).size)
-    assert _get(served + "/_stcore/health") == (200, b"ok")
+    assert http_get(served + "/_stcore/health") == (200, b"ok")
 
 
 @pytest.mark.slow
@@ -369,4 +325,4 @@ def test_concurrent_requests_are_all_answered(served: str, photo: Path, tmp_path
     assert report.expected_errors == CONCURRENT_REQUESTS // 5  # every 5th request is a bad file
     valid = [o for o in report.outcomes if o.upload.expect_error is None]
     assert all(o.points == NUM_POINTS for o in valid)
-    assert _get(served + "/_stcore/health") == (200, b"ok")
+    assert http_get(served + "/_stcore/health") == (200, b"ok")

@@ -86,13 +86,21 @@ def test_flip_average_of_a_symmetric_prediction_is_unchanged():
     torch.testing.assert_close(out, coords.expand(2, -1, -1))
 
 
-def test_evaluate_and_export_write_records(tmp_path):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(data root, run folder) of a 1-epoch nosenet run on a tiny synthetic IMM."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    data = tmp / "data"
     make_tiny_imm(data)
-    job = tmp_path / "tiny.yaml"
+    job = tmp / "tiny.yaml"
     job.write_text(yaml.safe_dump(JOB))
-    run = tmp_path / "tiny_run"
+    run = tmp / "tiny_run"
     run_cli("train", str(job), "--data-root", str(data), "--out", str(run), "--epochs", "1")
+    return data, run
+
+
+def test_evaluate_and_export_write_records(tiny_run, tmp_path):
+    data, run = tiny_run
     out = tmp_path / "summary.json"
     run_cli("evaluate", str(run / "best"), "--data-root", str(data), "--json", str(out))
     summary = json.loads(out.read_text())
@@ -164,15 +172,10 @@ def test_predict_maps_detector_boxes_and_refines_around_the_first_pass():
     assert len(whole) == 1 and whole[0].score == 0.0
 
 
-def test_bench_writes_its_json_for_a_checkpoint(tmp_path):
+def test_bench_writes_its_json_for_a_checkpoint(tiny_run, tmp_path):
     from kpcore.bench import run_bench
 
-    data = tmp_path / "data"
-    make_tiny_imm(data)
-    job = tmp_path / "tiny.yaml"
-    job.write_text(yaml.safe_dump(JOB))
-    run = tmp_path / "tiny_run"
-    run_cli("train", str(job), "--data-root", str(data), "--out", str(run), "--epochs", "1")
+    data, run = tiny_run
     out = tmp_path / "bench.json"
     rows = run_bench(json_out=out, data_root=data, quick=True, threads=1, models=[run / "best"])
     saved = json.loads(out.read_text())

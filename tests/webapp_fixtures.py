@@ -6,7 +6,15 @@ Builders only; the fixtures that put them in tmp dirs live in tests/test_app.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +96,7 @@ def make_run(root: Path, name: str, lr: float, kernel: int, seed: int, epochs: i
     return run
 
 
-def make_checkpoint(root: Path, name: str = "face58-imm", thumbs: bool = True) -> Path:
+def make_checkpoint(root: Path, name: str = "test-face58", thumbs: bool = True) -> Path:
     """A shipped-checkpoint folder with eval/val outputs (summary, per_image, ced, thumbs)."""
     import pandas as pd
 
@@ -148,3 +156,53 @@ def make_imm_tree(data_root: Path, stems: tuple[str, ...] = ("01-1m", "02-1m", "
         lines.append(f"{stem}.jpg")
         (folder / f"{stem}.asf").write_text("\n".join(lines) + "\n")
     return folder
+
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_START_TIMEOUT = 120  # seconds; a cold start imports torch, streamlit and gradio
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+@contextlib.contextmanager
+def serve_app(env_extra: dict[str, str], log_path: Path) -> Iterator[str]:
+    """``streamlit run app.py`` on a free 127.0.0.1 port until the block ends; yields the base URL."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **env_extra}
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+                try:
+                    if http_get(url + "/_stcore/health", timeout=2)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no health answer in {SERVER_START_TIMEOUT}s; log: "
+                                       f"{log_path.read_text()[-2000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
