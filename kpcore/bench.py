@@ -105,7 +105,7 @@ def loader_throughput(task: str, spec, data_root, n: int = 256) -> float | None:
     return round(len(ds) / (time.perf_counter() - t0), 1)
 
 
-def photo_latency(folder: Path, repeats: int) -> dict | None:
+def photo_latency(folder: Path, repeats: int, data_root=None) -> dict | None:
     """End-to-end median ms for a 1280x960 photo with one face: detect + points + overlay."""
     from .data.datasets import load_split
     from .data.loader import decode_rgb
@@ -113,7 +113,7 @@ def photo_latency(folder: Path, repeats: int) -> dict | None:
     from .render import draw_keypoints
 
     try:
-        sample = load_split("ibug300w", "test")[0]
+        sample = load_split("ibug300w", "test", data_root)[0]
     except FileNotFoundError:
         return None
     import cv2
@@ -203,7 +203,7 @@ def run_bench(json_out: str | Path | None = None, data_root=None, quick: bool = 
                                                      steps=2 if quick else 5)
         row["loader_images_per_s"] = loader_throughput(cfg["task"], spec, data_root, n=64 if quick else 256)
         if cfg["task"] == "ibug300w":
-            photo = photo_latency(folder, repeats=5 if quick else 20)
+            photo = photo_latency(folder, repeats=5 if quick else 20, data_root=data_root)
             if photo:
                 row.update(photo)
         rows.append(row)
