@@ -41,7 +41,8 @@ def show_samples(samples: list, facts, info) -> None:
 def show_augmentation(samples: list, facts, info) -> None:
     import torch
 
-    from kpcore.transforms import AugmentConfig, apply_augmentation, build_augmentation
+    from kpcore.data.loader import InputSpec, KeypointDataset
+    from kpcore.transforms import AugmentConfig
 
     st.subheader("Augmentation: one sample, several random draws")
     defaults = AugmentConfig()
@@ -61,14 +62,14 @@ def show_augmentation(samples: list, facts, info) -> None:
     except ValueError as e:
         st.error(str(e))
         return
-    image, points = common.crop_for_task(samples[int(index)], info)
-    is_color = bool(np.any(image[..., 0] != image[..., 1]))  # gray photos are stored as RGB too
-    pipeline = build_augmentation(cfg, facts, color=is_color)
+    # exactly what training does: crop (with box jitter), then the v2 pipeline
+    width, height = info.input_size
+    spec = InputSpec(width, height, color="rgb", crop_mode=info.crop_mode, enlarge=info.enlarge)
+    ds = KeypointDataset([samples[int(index)]], facts, spec, cfg, cache=False, progress=False)
     torch.manual_seed(st.session_state.get("aug_seed", 0))
 
     def draw() -> tuple[np.ndarray, np.ndarray]:
-        img, pts = apply_augmentation(pipeline, image, points)
-        return img.permute(1, 2, 0).numpy(), pts
+        return ds.draw(0)
 
     st.image(augmentation_grid(draw, 8, facts, ncols=NCOLS, tile=TILE, radius=marker_radius(facts)),
              width="stretch",
