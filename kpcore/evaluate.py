@@ -38,7 +38,7 @@ def predict_dataset(predictor: Predictor, ds: KeypointDataset, batch_size: int =
     for batch in tqdm(loader, desc="predicting", disable=not progress_enabled(), leave=False):
         coords = predictor.forward_normalized(batch["image"]).float().numpy()
         for i, c, m in zip(batch["index"].tolist(), coords, batch["matrix"].numpy(), strict=True):
-            out[i] = geo.apply(geo.invert(m), geo.denormalize_points(c, ds.spec.size))
+            out[i] = geo.uncrop(c, m, ds.spec.size)
     return out
 
 

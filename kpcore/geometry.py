@@ -144,3 +144,8 @@ def denormalize_points(coords: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     c = np.asarray(coords, dtype=np.float64)
     return np.stack([((c[..., 0] + 1) * w - 1) / 2, ((c[..., 1] + 1) * h - 1) / 2], axis=-1)
+
+
+def uncrop(coords: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Model output in ``[-1, 1]`` for an input of ``size`` cut by ``matrix`` -> original-image pixels."""
+    return apply(invert(matrix), denormalize_points(coords, size))

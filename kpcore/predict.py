@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import geometry as geo
-from .data.loader import InputSpec, crop_input, make_input, to_color
+from .data.loader import InputSpec, region_input
 from .facts import FACTS, DatasetFacts
 
 DEFAULT_BATCH = 32
@@ -104,11 +104,6 @@ class Predictor:
             return flip_average(self.model, batch, self.facts.flip_permutation)
         return self.model(batch)
 
-    def prepare(self, image: np.ndarray, box: Sequence[float] | None) -> tuple[torch.Tensor, np.ndarray]:
-        """Crop one RGB image as in training: the input tensor and its crop matrix."""
-        x, m, _ = make_input(image, box, self.spec)
-        return x, m
-
     def region_for(self, box: Sequence[float] | None, image_size: tuple[int, int]) -> tuple[float, ...]:
         """The image region that fills the input for a face box (as in training)."""
         return self.spec.crop_box(box, image_size)
@@ -147,13 +142,11 @@ class Predictor:
             xs, ms = [], []
             for arr, region in zip(images[start:start + batch_size], regions[start:start + batch_size],
                                    strict=True):
-                m = geo.crop_matrix(region, self.spec.size)
-                crop = crop_input(to_color(arr, self.spec.color), m, self.spec)
-                xs.append(self.spec.to_tensor(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)))
+                x, m, _ = region_input(arr, region, self.spec)
+                xs.append(x)
                 ms.append(m)
             coords = self.forward_normalized(torch.stack(xs)).float().numpy()
-            for c, m in zip(coords, ms, strict=True):
-                out.append(geo.apply(geo.invert(m), geo.denormalize_points(c, self.spec.size)))
+            out += [geo.uncrop(c, m, self.spec.size) for c, m in zip(coords, ms, strict=True)]
         return np.stack(out).astype(np.float32) if out else np.zeros((0, self.facts.num_points, 2), np.float32)
 
     # --------------------------------------------------------------- photos

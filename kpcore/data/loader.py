@@ -145,7 +145,13 @@ def make_input(image: np.ndarray, box: Sequence[float] | None, spec: InputSpec
     The crop is the training crop (:meth:`InputSpec.crop_box`), without augmentation.
     """
     h, w = image.shape[:2]
-    m = geo.crop_matrix(spec.crop_box(box, (w, h)), spec.size)
+    return region_input(image, spec.crop_box(box, (w, h)), spec)
+
+
+def region_input(image: np.ndarray, region: Sequence[float], spec: InputSpec
+                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """:func:`make_input` for an exact image ``region`` (left, top, width, height) that fills the input."""
+    m = geo.crop_matrix(region, spec.size)
     crop = crop_input(to_color(image, spec.color), m, spec)
     x = spec.to_tensor(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
     return x, m, crop
