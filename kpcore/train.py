@@ -200,7 +200,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
                           f"regresses coordinates; use a *_heatmap model or a coordinate loss (mse, l1, wing)")
     opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / 1)  # per process, after splitting
+    # the loader is not sharded yet: after accelerator.prepare each process sees 1/world of its batches
+    steps_per_epoch = math.ceil(len(train_loader) / world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
 
     state = RunState(history=[])
@@ -338,8 +339,7 @@ def evaluate_loader(model, loader, ds: KeypointDataset, loss_fn, accelerator=Non
 
 def map_back(ds: KeypointDataset, index: int, coords: np.ndarray) -> np.ndarray:
     """Normalised model output of item ``index`` -> original-image pixels."""
-    m = ds.crop_matrix(index)
-    return geo.apply(geo.invert(m), geo.denormalize_points(coords, ds.spec.size)).astype(np.float32)
+    return geo.uncrop(coords, ds.crop_matrix(index), ds.spec.size).astype(np.float32)
 
 
 def predictions_frame(ds: KeypointDataset, val: dict) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -141,20 +142,32 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_accelerate_run_agrees_with_one_process(tiny, tmp_path):
+    """Two CPU processes (gloo) through Accelerate give the one-process result.
+
+    ``accelerate launch --cpu`` always starts a single process (multi-CPU needs
+    MPI there), so the processes come from torchrun; ``ACCELERATE_USE_CPU=1``
+    makes Accelerate join them as MULTI_CPU.
+    """
     data, job = tiny
-    env = {**os.environ, "KPCORE_PROGRESS": "0", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
-    run_cli("train", str(job), "--data-root", str(data), "--out", str(single), "--epochs", "1",
+    run_cli("train", str(job), "--data-root", str(data), "--out", str(single), "--epochs", "2",
             "--set", "optim.lr=1e-4")
     double = tmp_path / "double"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "kpcore", "train", str(job),
-                    "--data-root", str(data), "--out", str(double), "--epochs", "1", "--set", "optim.lr=1e-4"],
-                   cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "KPCORE_PROGRESS": "0", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "ACCELERATE_USE_CPU": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                        "--master_port", str(port), "-m", "kpcore", "train", str(job), "--data-root", str(data),
+                        "--out", str(double), "--epochs", "2", "--set", "optim.lr=1e-4"],
+                       cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=300)
+    assert "2 process(es)" in r.stdout, r.stdout[-2000:]
     a = load_file(str(single / "last" / "model.safetensors"))
     b = load_file(str(double / "last" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     ma, mb = pd.read_csv(single / "metrics.csv"), pd.read_csv(double / "metrics.csv")
     np.testing.assert_allclose(ma["val_nme"], mb["val_nme"], rtol=1e-4)
+    np.testing.assert_allclose(ma["lr"], mb["lr"], rtol=1e-9)  # same schedule: sized per process
