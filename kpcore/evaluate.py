@@ -22,7 +22,7 @@ from .checkpoint import atomic_write_text
 from .console import progress_enabled
 from .data.datasets import get_task, load_split
 from .data.loader import KeypointDataset, decode_rgb
-from .metrics import ced, summarize
+from .metrics import ced, px_error, summarize
 from .predict import Predictor
 from .render import draw_keypoints
 
@@ -83,8 +83,8 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
     true = np.stack([s.points for s in samples])
     norm = np.array([s.norm_distance for s in samples])
     summary = summarize(pred, true, norm)
-    per_nme = np.linalg.norm(pred - true, axis=-1).mean(-1) / norm
-    per_px = np.linalg.norm(pred - true, axis=-1).mean(-1)
+    per_px = px_error(pred, true)
+    per_nme = per_px / norm
     frame = pd.DataFrame({
         "image": [s.image_id for s in samples], "nme": per_nme, "px_error": per_px,
         "pred": [json.dumps(np.round(p, 2).tolist()) for p in pred],
