@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_models)
 
     s = sub.add_parser("download", help="download and extract an official dataset archive")
-    s.add_argument("dataset", choices=["imm", "ibug300w"])
+    s.add_argument("dataset", choices=["imm", "ibug300w", "mtfl"])
     s.add_argument("--root", help="where to put it (default: $KPCORE_DATA or ./data)")
     s.add_argument("--archive", help="extract this already-downloaded archive instead of downloading")
     s.add_argument("--force", action="store_true", help="download again even if present")

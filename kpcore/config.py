@@ -37,10 +37,36 @@ class ModelConfig:
         name: Registry name (``python -m kpcore models`` lists them).
         kwargs: Architecture options passed to ``create_model`` (num_keypoints
             and in_channels are filled in from the task and input).
+        pretrained: Starting weights of the trunk, for models that take them: a
+            torchvision weights name such as ``IMAGENET1K_V1`` (loaded through
+            torchvision's weights API, from ``$TORCH_HOME`` or downloaded), or
+            None for random initialisation.
     """
 
     name: str = "resnet18"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+
+
+@dataclass
+class AuxDataConfig:
+    """Partly labelled faces mixed into training (e.g. MTFL's five points for a 68-point model).
+
+    The model's points are mapped to the auxiliary layout (for MTFL: eye centres =
+    means of 36-41 and 42-47, nose 30, mouth corners 48 and 54;
+    ``kpcore.facts.five_point_matrix``) and a coordinate L1 loss (in input pixels)
+    is taken there; the main loss sees only the main task's faces.
+
+    Attributes:
+        task: Task of the extra faces (``mtfl``), or ``""`` for none.
+        weight: Weight of their loss relative to the main loss.
+        main_repeat: How many times the main training set is seen per epoch, to keep
+            the share of fully labelled faces up when the extra set is large.
+    """
+
+    task: str = ""
+    weight: float = 1.0
+    main_repeat: int = 1
 
 
 @dataclass
@@ -100,6 +126,7 @@ class TrainConfig:
         model: The architecture.
         loss: The loss.
         optim: Optimiser and schedule.
+        aux: Extra, partly labelled training faces (none by default).
         seed: Random seed (weights, shuffling, augmentation).
         patience: Early stopping: stop after this many epochs without a better
             validation NME (0 = never stop early).
@@ -120,6 +147,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    aux: AuxDataConfig = field(default_factory=AuxDataConfig)
     seed: int = 0
     patience: int = 0
     mixed_precision: str = "auto"
@@ -143,6 +171,19 @@ class TrainConfig:
             raise ConfigError(f"model.name = {self.model.name!r} is unknown; registered: {list_models()}")
         if self.loss.name not in list_losses():
             raise ConfigError(f"loss.name = {self.loss.name!r} is unknown; known: {list_losses()}")
+        if self.aux.task:
+            if self.aux.task not in TASKS:
+                raise ConfigError(f"aux.task = {self.aux.task!r} is unknown; use one of {sorted(TASKS)} or ''")
+            from .facts import five_point_matrix
+
+            if TASKS[self.aux.task].layout != "mtfl":
+                raise ConfigError(f"aux.task = {self.aux.task!r}: only MTFL-layout tasks ('mtfl') can be mixed in "
+                                  f"as partly labelled faces")
+            main_layout = TASKS[self.task].layout
+            try:
+                five_point_matrix(main_layout)
+            except KeyError as e:
+                raise ConfigError(f"aux.task = {self.aux.task!r}: {e.args[0]}") from None
         o = self.optim
         checks = [
             ("optim.name", o.name in ("adam", "adamw"), "'adam' or 'adamw'"),
@@ -156,6 +197,9 @@ class TrainConfig:
             ("optim.gamma", 0 < o.gamma <= 1, "in (0, 1]"),
             ("optim.min_lr_ratio", 0 <= o.min_lr_ratio <= 1, "in [0, 1]"),
             ("optim.grad_clip", o.grad_clip >= 0, ">= 0 (0 turns clipping off)"),
+            ("aux.weight", self.aux.weight >= 0, ">= 0"),
+            ("aux.main_repeat", isinstance(self.aux.main_repeat, int) and self.aux.main_repeat >= 1,
+             "an integer >= 1"),
             ("patience", isinstance(self.patience, int) and self.patience >= 0, "an integer >= 0"),
             ("mixed_precision", self.mixed_precision in ("auto", "no", "bf16", "fp16"),
              "'auto', 'no', 'bf16' or 'fp16'"),
@@ -200,7 +244,7 @@ def _from_dict(cls, data: Any, where: str):
     for key, value in data.items():
         f = fields[key]
         sub = {"input": InputSpec, "augment": AugmentConfig, "model": ModelConfig, "loss": LossConfig,
-               "optim": OptimConfig}.get(key) if cls is TrainConfig else None
+               "optim": OptimConfig, "aux": AuxDataConfig}.get(key) if cls is TrainConfig else None
         if sub is not None:
             kwargs[key] = _from_dict(sub, value, key)
         else:

@@ -103,6 +103,16 @@ SOURCES: dict[str, DatasetSource] = {
         sha256=None,  # unknown
         expect=("labels_ibug_300W_train.xml", "labels_ibug_300W_test.xml"),
     ),
+    "mtfl": DatasetSource(
+        name="mtfl",
+        title="MTFL (Multi-Task Facial Landmark) dataset",
+        urls=("http://mmlab.ie.cuhk.edu.hk/projects/TCDCN/data/MTFL.zip",),
+        file="MTFL.zip",
+        folder="mtfl",
+        size=None,  # unknown exactly; about 150 MB
+        sha256=None,  # unknown
+        expect=("training.txt", "lfw_5590/*.jpg", "net_7876/*.jpg"),
+    ),
 }
 
 

@@ -223,7 +223,60 @@ W300_FACTS = DatasetFacts(
     ),
 )
 
-FACTS: dict[str, DatasetFacts] = {f.name: f for f in (IMM_FACTS, IMM_NOSE_FACTS, W300_FACTS)}
+# ------------------------------------------------------------------------- MTFL
+# MTFL (Zhang et al., ECCV 2014) labels five points. Its "left" is the side on the
+# image's left (the subject's right), so MTFL point 0 is the eye that 300-W numbers
+# 36-41. The flip pairs are the same either way.
+MTFL_FACTS = DatasetFacts(
+    name="mtfl",
+    title="MTFL (5 points)",
+    num_points=5,
+    groups={"eyes": [0, 1], "nose": [2], "mouth": [3, 4]},
+    flip_pairs=[(0, 1), (3, 4)],
+    norm_points=(0, 1),
+    norm_name="inter-ocular distance (eye centres)",
+    edges=[(0, 1), (3, 4)],
+    licence="MTFL: research use only.",
+    citation=(
+        "Z. Zhang, P. Luo, C. C. Loy, X. Tang, 'Facial Landmark Detection by Deep Multi-task "
+        "Learning', ECCV 2014."
+    ),
+    extra={
+        # How each MTFL point is made from another layout's points: the mean of the ids listed.
+        "from": {
+            "ibug300w": [list(range(36, 42)), list(range(42, 48)), [30], [48], [54]],
+        },
+        # Where 300-W's convention puts each point relative to MTFL's, in units of the
+        # eye-centre distance, x along the eye line (towards MTFL point 1), y across it
+        # (down the face): medians over 400 frontal MTFL val faces of the shipped 300-W
+        # model's mapped points minus the MTFL labels, less their mean (the shared shift).
+        # 300-W's point 30 sits 3% higher than MTFL's nose tip, its mouth corners 2% wider.
+        "offset_ibug300w": [[0.008, 0.013], [-0.007, 0.013], [0.001, -0.030], [-0.022, 0.007],
+                            [0.019, -0.005]],
+        # Head-pose classes of the label file (1..5).
+        "pose_names": {1: "left profile", 2: "left", 3: "frontal", 4: "right", 5: "right profile"},
+    },
+)
+
+FACTS: dict[str, DatasetFacts] = {
+    f.name: f for f in (IMM_FACTS, IMM_NOSE_FACTS, W300_FACTS, MTFL_FACTS)
+}
+
+
+def five_point_matrix(layout: str) -> np.ndarray:
+    """``(5, K)`` matrix ``A`` with ``A @ points`` = the MTFL five points of a ``layout`` shape.
+
+    Raises:
+        KeyError: no MTFL mapping is known for ``layout`` (the message lists those that are).
+    """
+    table = MTFL_FACTS.extra["from"]
+    if layout not in table:
+        raise KeyError(f"no mapping from layout {layout!r} to MTFL's five points; known: {sorted(table)}")
+    k = FACTS[layout].num_points
+    a = np.zeros((MTFL_FACTS.num_points, k), np.float32)
+    for row, ids in enumerate(table[layout]):
+        a[row, ids] = 1.0 / len(ids)
+    return a
 
 
 def get_facts(name: str) -> DatasetFacts:

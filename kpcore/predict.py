@@ -12,6 +12,7 @@ original-image pixels with the inverse of that matrix.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,12 +29,27 @@ DEFAULT_BATCH = 32
 
 @dataclass
 class FacePrediction:
-    """One detected face: ``box`` (left, top, width, height), detector ``score``, ``points`` (K, 2)."""
+    """One detected face.
+
+    Attributes:
+        box: Detector box (left, top, width, height) in the photo's pixels.
+        score: Detector score in [0, 1] (0 when the whole image was used).
+        points: ``(K, 2)`` points in the photo's pixels.
+        crop_box: The region that filled the model input.
+        confidence: How far the model trusts this face's points, in [0, 1]
+            (see :func:`confidence_from_uncertainty`); None if not computed.
+        point_confidence: ``(K,)`` the same per point, or None.
+        pose: Head pose ``{"yaw", "pitch", "roll"}`` in degrees, or None.
+        extra: Anything else (free-form).
+    """
 
     box: tuple[float, float, float, float]
     score: float
     points: np.ndarray
     crop_box: tuple[float, float, float, float] | None = None
+    confidence: float | None = None
+    point_confidence: np.ndarray | None = None
+    pose: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -41,6 +57,10 @@ class FacePrediction:
         d["points"] = np.round(np.asarray(self.points, float), 2).tolist()
         d["box"] = [round(float(v), 2) for v in self.box]
         d["crop_box"] = None if self.crop_box is None else [round(float(v), 2) for v in self.crop_box]
+        d["confidence"] = None if self.confidence is None else round(float(self.confidence), 4)
+        d["point_confidence"] = None if self.point_confidence is None else \
+            np.round(np.asarray(self.point_confidence, float), 3).tolist()
+        d["pose"] = None if self.pose is None else {k: round(float(v), 2) for k, v in self.pose.items()}
         return d
 
 
@@ -226,6 +246,5 @@ def _to_source_pixels(face: FacePrediction, shown: tuple[int, int], source: tupl
     def scale(box):
         return None if box is None else (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
-    return FacePrediction(box=scale(face.box), score=face.score,
-                          points=geo.apply(to_source, face.points).astype(np.float32),
-                          crop_box=scale(face.crop_box), extra=face.extra)
+    return dataclasses.replace(face, box=scale(face.box), crop_box=scale(face.crop_box),
+                               points=geo.apply(to_source, face.points).astype(np.float32))

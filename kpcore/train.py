@@ -36,7 +36,7 @@ from .checkpoint import atomic_write_text, build_config, save_checkpoint
 from .config import TrainConfig, load_job, save_yaml
 from .console import progress_enabled
 from .data.datasets import get_task, load_split
-from .data.loader import KeypointDataset
+from .data.loader import KeypointDataset, MixedDataset
 from .errors import ConfigError
 from .losses import create_loss, pixel_scale
 from .metrics import nme as nme_fn
@@ -181,6 +181,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
     train_ds = KeypointDataset(train_samples, facts, cfg.input, cfg.augment, cache=cfg.cache, progress=progress,
                                seed=cfg.seed)
     val_ds = KeypointDataset(val_samples, facts, cfg.input, None, cache=cfg.cache, progress=progress)
+    aux_loss = None
+    if cfg.aux.task:
+        from .facts import five_point_matrix
+
+        aux_task = get_task(cfg.aux.task)
+        aux_ds = KeypointDataset(load_split(aux_task.name, "train", cfg.data_root), aux_task.facts, cfg.input,
+                                 cfg.augment, cache=cfg.cache, progress=progress, seed=cfg.seed + 1)
+        offset = aux_task.facts.extra.get(f"offset_{facts.name}")
+        train_ds = MixedDataset(train_ds, aux_ds, five_point_matrix(facts.name), cfg.aux.main_repeat, offset)
+        aux_loss = (create_loss("l1", scale=pixel_scale(cfg.input.size)), train_ds.aux_matrix, cfg.aux.weight)
 
     world = accelerator.num_processes
     if cfg.optim.batch_size % world:
@@ -216,8 +226,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
 
     if main:
         n_params = sum(p.numel() for p in model.parameters())
+        mix = f" ({len(train_ds.main)} x{cfg.aux.main_repeat} + {len(train_ds.aux)} {cfg.aux.task})" \
+            if aux_loss else ""
         _log(run_dir, f"{'resuming at epoch ' + str(state.epoch + 1) if resume else 'training'} {cfg.name}: "
-                      f"{cfg.model.name} ({n_params:,} params), {len(train_ds)} train / {len(val_ds)} val, "
+                      f"{cfg.model.name} ({n_params:,} params), {len(train_ds)} train{mix} / {len(val_ds)} val, "
                       f"input {cfg.input.width}x{cfg.input.height} {cfg.input.color}, device {accelerator.device}, "
                       f"{world} process(es), mixed precision {accelerator.mixed_precision}")
 
@@ -230,7 +242,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
             if cfg.channels_last:
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             with accelerator.autocast():
-                loss = _compute_loss(model, loss_fn, batch)
+                loss = _compute_loss(model, loss_fn, batch, aux_loss)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if cfg.optim.grad_clip > 0:
@@ -273,12 +285,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
 
 
 def build_model(cfg: TrainConfig, num_keypoints: int) -> torch.nn.Module:
-    """The job's model; models that size themselves get ``input_size`` from the input spec."""
+    """The job's model; models that size themselves get ``input_size`` from the input spec,
+    and ``model.pretrained`` goes to models that take a ``pretrained`` option."""
     from .models import model_accepts
 
     kwargs = dict(cfg.model.kwargs)
     if model_accepts(cfg.model.name, "input_size") and "input_size" not in kwargs:
         kwargs["input_size"] = [cfg.input.width, cfg.input.height]
+    if cfg.model.pretrained:
+        if not model_accepts(cfg.model.name, "pretrained"):
+            raise ConfigError(f"model.pretrained = {cfg.model.pretrained!r}: model {cfg.model.name!r} takes no "
+                              f"pretrained weights; leave it out or use e.g. mobilenetv2_heatmap")
+        kwargs["pretrained"] = cfg.model.pretrained
     return create_model(cfg.model.name, num_keypoints=num_keypoints, in_channels=cfg.input.channels, **kwargs)
 
 
@@ -297,11 +315,22 @@ class _HeatmapOutputs(torch.nn.Module):
         return self.model.forward_heatmaps(x) if heatmaps else self.model(x)
 
 
-def _compute_loss(model, loss_fn, batch):
+def _compute_loss(model, loss_fn, batch, aux_loss=None):
+    """The main loss on the fully labelled faces, plus (for a mixed batch) the weighted
+    auxiliary loss on the mapped points of the partly labelled ones."""
+    mask = batch.get("mask")
     if loss_fn.needs_heatmaps:
         coords, heatmaps = model(batch["image"])
-        return loss_fn(coords.float(), batch["target"], heatmaps=heatmaps.float())
-    return loss_fn(model(batch["image"]).float(), batch["target"])
+        coords = coords.float()
+        value = loss_fn(coords, batch["target"], mask, heatmaps=heatmaps.float())
+    else:
+        coords = model(batch["image"]).float()
+        value = loss_fn(coords, batch["target"], mask)
+    if aux_loss is not None:
+        fn, matrix, weight = aux_loss
+        mapped = torch.einsum("ak,bkc->bac", matrix.to(coords.device), coords)
+        value = value + weight * fn(mapped, batch["aux_target"], batch["aux_mask"])
+    return value
 
 
 @torch.no_grad()

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import AnnotationError, DatasetNotFoundError
-from ..facts import FACTS, IMM_FACTS, IMM_NOSE_TIP, W300_FACTS, DatasetFacts
+from ..facts import FACTS, IMM_FACTS, IMM_NOSE_TIP, MTFL_FACTS, W300_FACTS, DatasetFacts
 from ..geometry import Box
-from .formats import parse_300w_xml, parse_asf, read_pts
+from .formats import parse_300w_xml, parse_asf, parse_mtfl, read_pts
 
 DEFAULT_DATA_ROOT = "./data"
 DATA_ENV = "KPCORE_DATA"
@@ -42,12 +42,22 @@ DATASETS: dict[str, DatasetInfo] = {
         ("ibug_300W_large_face_landmark_dataset", "ibug_300W_subset"),
         "python -m kpcore download ibug300w --root DATA_ROOT",
     ),
+    "mtfl": DatasetInfo("mtfl", ("mtfl", "MTFL"), "python -m kpcore download mtfl --root DATA_ROOT"),
 }
 
 IMM_TRAIN_PERSONS = range(1, 33)  # persons 01-32 train (192 images), 33-40 validation (48)
 W300_VAL_FRACTION = 0.1  # share of 300-W training faces carved out for validation
 W300_TRAIN_XML = "labels_ibug_300W_train.xml"
 W300_TEST_XML = "labels_ibug_300W_test.xml"
+MTFL_VAL_FRACTION = 0.1  # share of MTFL's training faces held out for validation, by image-name hash
+MTFL_LABELS = "training.txt"
+#: Face box of an MTFL face from its five points (MTFL has no boxes): a square of side
+#: ``MTFL_BOX_SIDE * hypot(eye distance, eye-to-mouth distance)`` centred between the
+#: eyes' and the mouth's midpoints, ``MTFL_BOX_DY`` of that side lower. Fitted as the
+#: median relation on the 1,093 300-W training faces (their XML boxes against the five
+#: points made from their 68); the side's spread there was 11%.
+MTFL_BOX_SIDE = 1.664
+MTFL_BOX_DY = -0.008
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo("imm_face", "imm", "imm", None, "whole", (160, 120)),
         TaskInfo("ibug300w", "ibug300w", "ibug300w", None, "box", (128, 128), enlarge=1.3,
                  splits=("train", "val", "test")),
+        TaskInfo("mtfl", "mtfl", "mtfl", None, "box", (128, 128), enlarge=1.3),
     )
 }
 
@@ -99,6 +110,8 @@ class Sample:
         box: Face box ``(left, top, width, height)``, or None (whole image).
         norm_distance: The layout's normalising distance in pixels (for NME).
         image_size: ``(width, height)`` of the image.
+        attributes: Per-face labels besides the points, where the dataset has them
+            (MTFL: ``gender``, ``smile``, ``glasses``, ``pose``), else None.
     """
 
     image_id: str
@@ -107,6 +120,7 @@ class Sample:
     box: Box | None
     norm_distance: float
     image_size: tuple[int, int]
+    attributes: dict | None = None
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
@@ -176,15 +190,15 @@ def load_imm(split: str, data_root=None, point_ids: tuple[int, ...] | None = Non
 
 
 # ----------------------------------------------------------------------- 300-W
-def _is_val(image_rel: str) -> bool:
-    """Deterministic 300-W validation membership, by image name.
+def _is_val(image_rel: str, fraction: float = W300_VAL_FRACTION) -> bool:
+    """Deterministic validation membership, by image name.
 
     Hash of the name with any ``_mirror`` suffix removed, so that an image and
-    the mirrored copy of the official release always fall on the same side.
+    the mirrored copy of the official 300-W release always fall on the same side.
     """
     base = re.sub(r"_mirror(?=\.\w+$)", "", image_rel.replace("\\", "/"))
     h = int(hashlib.sha1(base.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return h < W300_VAL_FRACTION
+    return h < fraction
 
 
 PTS_AGREEMENT_PX = 1.5  # a .pts beside the image replaces the XML points if they agree this well
@@ -259,9 +273,63 @@ def _cached_xml(xml: Path) -> tuple[Sample, ...]:
     return tuple(load_300w_xml(xml))
 
 
+# ------------------------------------------------------------------------ MTFL
+def five_point_box(points: np.ndarray) -> Box:
+    """A face box ``(left, top, width, height)`` from five points (see :data:`MTFL_BOX_SIDE`)."""
+    p = np.asarray(points, dtype=np.float64)
+    eyes, mouth = (p[0] + p[1]) / 2, (p[3] + p[4]) / 2
+    side = MTFL_BOX_SIDE * float(np.hypot(np.linalg.norm(p[0] - p[1]), np.linalg.norm(eyes - mouth)))
+    cx, cy = (eyes + mouth) / 2
+    cy += MTFL_BOX_DY * side
+    return (float(cx - side / 2), float(cy - side / 2), side, side)
+
+
+@lru_cache(maxsize=4)
+def _load_mtfl(folder: Path) -> tuple[Sample, ...]:
+    labels = folder / MTFL_LABELS
+    if not labels.exists():
+        raise DatasetNotFoundError(f"{labels} is missing; re-download with `python -m kpcore download mtfl`")
+    a, b = MTFL_FACTS.norm_points
+    samples = []
+    for face in parse_mtfl(labels):
+        path = folder / face.image_rel
+        if not path.exists():
+            raise DatasetNotFoundError(f"{labels}: image {face.image_rel!r} not found at {path}; "
+                                       f"re-extract the MTFL archive")
+        with Image.open(path) as im:
+            size = im.size
+        norm = float(np.linalg.norm(face.points[a] - face.points[b]))
+        samples.append(Sample(face.image_rel, path, face.points, five_point_box(face.points), norm, size,
+                              dict(face.attributes)))
+    return tuple(samples)
+
+
+def load_mtfl(split: str, data_root=None) -> list[Sample]:
+    """MTFL's training faces, split by a hash of the image name (about 10% ``val``).
+
+    Boxes are made from the five points (:func:`five_point_box`); each sample's
+    ``attributes`` hold the head pose and the other labels.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"MTFL has splits 'train' and 'val' (about 10% by image-name hash); got {split!r}")
+    samples = _load_mtfl(dataset_dir("mtfl", data_root).resolve())
+    want_val = split == "val"
+    return [s for s in samples if _is_val(s.image_id, MTFL_VAL_FRACTION) == want_val]
+
+
 def load_split(task: str, split: str, data_root=None, labels=None) -> list[Sample]:
-    """The samples of ``task`` (see :data:`TASKS`) in ``split``."""
+    """The samples of ``task`` (see :data:`TASKS`) in ``split``.
+
+    Raises:
+        ValueError: ``split`` is not one of the task's splits (the message lists them).
+    """
     info = get_task(task)
+    if labels is None and split not in info.splits:
+        raise ValueError(f"task {task!r} has splits {list(info.splits)}; got {split!r}")
+    if info.dataset == "mtfl":
+        if labels is not None:
+            raise ValueError("--labels takes an XML of the 300-W form; MTFL reads its training.txt")
+        return load_mtfl(split, data_root)
     if info.dataset == "imm":
         if labels is not None:
             raise ValueError("--labels takes an XML of the 300-W form; IMM tasks read the .asf files")
@@ -272,8 +340,8 @@ def load_split(task: str, split: str, data_root=None, labels=None) -> list[Sampl
 def dataset_summary(data_root=None) -> dict[str, dict]:
     """What is present under the data root: split sizes per dataset, or the error."""
     out: dict[str, dict] = {}
-    for name, splits in (("imm", ("train", "val")), ("ibug300w", ("train", "val", "test"))):
-        task = "imm_face" if name == "imm" else "ibug300w"
+    for name, task in (("imm", "imm_face"), ("ibug300w", "ibug300w"), ("mtfl", "mtfl")):
+        splits = get_task(task).splits
         try:
             out[name] = {s: len(load_split(task, s, data_root)) for s in splits}
             out[name]["path"] = str(dataset_dir(name, data_root))

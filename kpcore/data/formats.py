@@ -184,3 +184,69 @@ def parse_300w_xml(path: str | Path, expected_points: int = 68) -> list[XmlFace]
             faces.append(XmlFace(image=(path.parent / rel).resolve(), image_rel=rel,
                                  box=(left, top, width, height), points=pts.astype(np.float32)))
     return faces
+
+
+# ------------------------------------------------------------------------- MTFL
+MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "pose")
+#: Accepted values of each attribute column (README of the MTFL release).
+MTFL_ATTRIBUTE_VALUES = {"gender": (1, 2), "smile": (1, 2), "glasses": (1, 2), "pose": (1, 2, 3, 4, 5)}
+
+
+@dataclass(frozen=True)
+class MtflFace:
+    """One line of an MTFL label file.
+
+    Attributes:
+        image_rel: Image path relative to the dataset folder, with ``/`` separators.
+        points: ``(5, 2)`` float32 0-based pixels: the eye on the image's left, the other
+            eye, the nose tip, the mouth corner on the image's left, the other one.
+        attributes: ``gender`` (1 male, 2 female), ``smile`` / ``glasses`` (1 yes, 2 no),
+            ``pose`` (1 left profile, 2 left, 3 frontal, 4 right, 5 right profile).
+    """
+
+    image_rel: str
+    points: np.ndarray
+    attributes: dict[str, int]
+
+
+def parse_mtfl(path: str | Path) -> list[MtflFace]:
+    """Parse MTFL's ``training.txt`` / ``testing.txt`` as released.
+
+    Lines look like `` lfw_5590\\NAME.jpg x1 .. x5 y1 .. y5 gender smile glasses pose``:
+    a Windows (backslash) path, sometimes after a leading space, then 10 coordinates
+    and 4 attribute codes. Blank lines are skipped.
+
+    Raises:
+        AnnotationError: a line with the wrong number of fields, a non-numeric field or
+            an attribute code outside the documented values (file and line named).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read the MTFL label file ({e})") from e
+    faces = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 15:
+            raise AnnotationError(
+                f"{path}:{lineno}: expected 15 fields (image path, x1..x5, y1..y5, gender, smile, "
+                f"glasses, pose), got {len(parts)}: {line.strip()!r}")
+        try:
+            coords = np.array([float(v) for v in parts[1:11]], dtype=np.float32)
+            codes = [int(v) for v in parts[11:15]]
+        except ValueError:
+            raise AnnotationError(f"{path}:{lineno}: non-numeric coordinate or attribute in {line.strip()!r}") from None
+        if not np.isfinite(coords).all():
+            raise AnnotationError(f"{path}:{lineno}: coordinates must be finite numbers")
+        attrs = dict(zip(MTFL_ATTRIBUTES, codes, strict=True))
+        for key, value in attrs.items():
+            if value not in MTFL_ATTRIBUTE_VALUES[key]:
+                raise AnnotationError(f"{path}:{lineno}: {key} = {value} is not one of {MTFL_ATTRIBUTE_VALUES[key]}")
+        points = np.stack([coords[:5], coords[5:]], axis=1)
+        faces.append(MtflFace(parts[0].replace("\\", "/"), points, attrs))
+    if not faces:
+        raise AnnotationError(f"{path}: no faces; an MTFL label file has one face per line")
+    return faces

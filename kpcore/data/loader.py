@@ -264,3 +264,56 @@ class KeypointDataset(Dataset):
         if img.shape[2] == 1:
             img = np.repeat(img, 3, axis=2)
         return img, item["points"].numpy()
+
+
+class MixedDataset(Dataset):
+    """A fully labelled dataset (repeated ``main_repeat`` times) plus partly labelled faces.
+
+    Items carry the main layout's ``target`` and a ``mask`` (1 for main faces, 0 for
+    the others), and ``aux_target`` / ``aux_mask`` in the auxiliary layout (the
+    other way round), so one batch can hold both; ``aux_matrix`` ``(K_aux, K)``
+    maps the model's K points to the auxiliary ones (``kpcore.facts.five_point_matrix``).
+    ``index`` is the position in this dataset.
+    """
+
+    def __init__(self, main: KeypointDataset, aux: KeypointDataset, aux_matrix: np.ndarray,
+                 main_repeat: int = 1, aux_offset: np.ndarray | None = None) -> None:
+        if main.spec.size != aux.spec.size:
+            raise ConfigError("the main and the auxiliary dataset must share one input spec")
+        self.main, self.aux, self.main_repeat = main, aux, int(main_repeat)
+        # (K_aux, 2) convention offsets in units of the aux norm distance, in the face frame
+        self.aux_offset = None if aux_offset is None else np.asarray(aux_offset, dtype=np.float64)
+        self.aux_matrix = torch.as_tensor(aux_matrix, dtype=torch.float32)
+        self.k, self.k_aux = main.facts.num_points, aux.facts.num_points
+
+    def __len__(self) -> int:
+        return len(self.main) * self.main_repeat + len(self.aux)
+
+    def __getitem__(self, index: int) -> dict:
+        n_main = len(self.main) * self.main_repeat
+        if index < n_main:
+            item = self.main[index % len(self.main)]
+            item["mask"] = torch.ones(self.k)
+            item["aux_target"] = torch.zeros(self.k_aux, 2)
+            item["aux_mask"] = torch.zeros(self.k_aux)
+        else:
+            item = self.aux[index - n_main]
+            target = item["target"]
+            if self.aux_offset is not None:
+                target = torch.from_numpy(self._to_main_convention(item["points"].numpy()))
+            item["aux_target"], item["aux_mask"] = target, torch.ones(self.k_aux)
+            item["target"], item["points"] = torch.zeros(self.k, 2), torch.zeros(self.k, 2)
+            item["mask"] = torch.zeros(self.k)
+        item["index"] = index
+        return item
+
+    def _to_main_convention(self, points: np.ndarray) -> np.ndarray:
+        """Aux points (input pixels) moved by the measured offsets, as normalised coordinates."""
+        a, b = self.aux.facts.norm_points
+        ex = points[b] - points[a]
+        dist = float(np.linalg.norm(ex)) or 1.0
+        ex = ex / dist
+        ey = np.array([-ex[1], ex[0]])
+        # a flipped face keeps the layout's point order, so the frame's x axis still runs a -> b
+        moved = points + dist * (self.aux_offset[:, :1] * ex + self.aux_offset[:, 1:] * ey)
+        return geo.normalize_points(moved, self.aux.spec.size).astype(np.float32)

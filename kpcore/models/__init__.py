@@ -14,7 +14,7 @@ Regression heads are linear (not clamped), so a prediction may fall slightly
 outside ``[-1, 1]``; heatmap models stay inside by construction.
 """
 
-from kpcore.models import cnn, heatmap, resnet  # noqa: F401  (registers the models)
+from kpcore.models import cnn, heatmap, mobilenet, resnet  # noqa: F401  (registers the models)
 from kpcore.models.heatmap import (
     HeatmapRegressor,
     cell_centers,
