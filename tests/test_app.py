@@ -125,8 +125,8 @@ def test_runs_page_compares_the_nose_runs(webapp_env) -> None:
     configs = configs_table(at)
     assert {"optim.lr", "model.kwargs.kernel_size", "seed"} <= set(configs.index)
     assert "task" not in configs.index  # same in every run: hidden while "only differences" is on
-    metrics = frame_where(at, lambda t: "best_val_nme" in t.index)
-    assert "best_val_nme" in metrics.index and list(metrics.columns) == list(chosen.value)
+    metrics = frame_where(at, lambda t: "best val NME (%)" in t.index)
+    assert list(metrics.columns) == list(chosen.value)
 
     chosen.set_value(["nose-lr1e-3-k5", "nose-lr2e-3-k5"]).run()
     assert not at.exception
@@ -145,7 +145,7 @@ def test_errors_page_table_image_and_charts(webapp_env) -> None:
     assert len(table) == 12 and table["nme"].is_monotonic_decreasing  # worst first
     assert len(at.image) == 1  # the chosen (worst) image: the saved thumbnail, no dataset here
     assert "saved thumbnail" in at.image[0].proto.imgs[0].caption
-    assert {m.label for m in at.metric} >= {"images", "mean NME", "AUC @ 0.08"}
+    assert {m.label for m in at.metric} >= {"images", "mean NME", "AUC @ 8%"}
     assert len(plotly_charts(at)) == 4  # point errors, histogram, CED, keypoints on the face
 
     at.checkbox(key="errors_filter_fail").check().run()
@@ -176,7 +176,7 @@ def test_errors_page_uses_the_dataset_image_when_present(webapp_env) -> None:
     at.selectbox(key="errors_source").set_value("test-face58 · val").run()
     caption = at.image[0].proto.imgs[0].caption
     assert not at.exception
-    assert caption == "34-6m · red = predicted, green = true"  # the worst image, from the dataset
+    assert caption.startswith("34-6m · red = predicted, green = true · NME ")  # the worst image, from the dataset
 
 
 def test_failures_page_shows_worst_and_best(webapp_env) -> None:

@@ -21,10 +21,13 @@ from kpcore.render import draw_keypoints, points_canvas
 from webapp import records
 
 DATA_HINT = (
-    "No dataset found under the data root. Get IMM with `python -m kpcore download imm` "
-    "(300-W: `python -m kpcore download ibug300w`), or set `KPCORE_DATA` to the folder that "
-    "holds `imm_face_db/`. Until then the pages show the saved thumbnails and records."
+    "Original images not found under the data root (`{root}`), so saved thumbnails are shown. "
+    "To see the originals, get the dataset (`python -m kpcore download imm`, "
+    "`python -m kpcore download ibug300w`) and start the dashboard with `KPCORE_DATA` set to "
+    "the folder that holds `imm_face_db/` and `ibug_300W_large_face_landmark_dataset/`."
 )
+# Overlay colours of kpcore.render (PRED_COLOR red, TRUE_COLOR green, ERROR_LINE_COLOR yellow).
+LEGEND = ":red[**●** predicted] · :green[**●** true] · :orange[**—** error line (predicted to true)]"
 NO_RUNS_HINT = (
     "No runs found in {roots}. Train one (see `train_jobs/`), or set `KPCORE_RUNS` to a folder "
     "of run folders."
@@ -79,6 +82,15 @@ def eval_sources() -> list[records.EvalSource]:
 def checkpoints() -> list[records.CheckpointInfo]:
     """All checkpoint folders (cached until a file changes)."""
     return _checkpoints(_roots_key())
+
+
+def data_hint() -> str:
+    """:data:`DATA_HINT` with the data root this process reads."""
+    return DATA_HINT.format(root=os.environ.get("KPCORE_DATA") or "./data")
+
+
+def nme_pct(value: float) -> str:
+    return records.pct(value)
 
 
 def roots_text(paths: list[Path]) -> str:
@@ -164,6 +176,30 @@ def _read_rgb(path: str, mtime: int) -> np.ndarray:
 
 def read_rgb(path: Path) -> np.ndarray:
     return _read_rgb(str(path), path.stat().st_mtime_ns)
+
+
+LABEL_BAND = 22  # px of the caption band above a labelled tile
+
+
+def labelled_tile(image: np.ndarray, text: str, width: int = 320) -> np.ndarray:
+    """``image`` resized to ``width`` with ``text`` written in a white band above it, so tiles
+    of one grid image keep their own captions."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+    scale = width / im.width
+    im = im.resize((width, max(1, round(im.height * scale))))
+    out = Image.new("RGB", (width, im.height + LABEL_BAND), (255, 255, 255))
+    out.paste(im, (0, LABEL_BAND))
+    try:
+        font = ImageFont.load_default(size=13)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(out)
+    while len(text) > 4 and draw.textlength(text, font=font) > width - 6:
+        text = text[:-2]
+    draw.text((3, 4), text, fill=(20, 20, 20), font=font)
+    return np.asarray(out)
 
 
 def zoom_to_points(image: np.ndarray, *point_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

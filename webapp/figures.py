@@ -23,58 +23,72 @@ def color(i: int) -> str:
 
 
 def training_curves(runs: list[Run]) -> go.Figure:
-    """Train (dashed) and val (solid) loss, and val NME, per epoch; one colour per run."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Validation NME"),
-                        horizontal_spacing=0.08)
+    """Training loss, validation loss and validation NME (%) per epoch, each on its own axis.
+
+    The two losses get separate panels because they are not always the same function:
+    heatmap runs train on the integral loss but report an L1 on normalised coordinates
+    for validation, so one axis would show a gap that is only a change of units.
+    """
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
+                        subplot_titles=("Training loss (each run's objective)", "Validation loss",
+                                        "Validation NME (%)"))
     for i, run in enumerate(runs):
         m = run.metrics
         if m is None or "epoch" not in m:
             continue
         c = color(i)
-        for col, dash, show in (("train_loss", "dash", False), ("val_loss", "solid", True)):
+        for col, panel, fmt in (("train_loss", 1, ".4g"), ("val_loss", 2, ".4g")):
             if col in m:
                 fig.add_trace(go.Scatter(
-                    x=m["epoch"], y=m[col], name=run.name, legendgroup=run.name, showlegend=show,
-                    line={"color": c, "dash": dash},
-                    hovertemplate=f"{run.name}<br>{col} %{{y:.4g}} · epoch %{{x}}<extra></extra>",
-                ), row=1, col=1)
+                    x=m["epoch"], y=m[col], name=run.name, legendgroup=run.name, showlegend=panel == 1,
+                    line={"color": c},
+                    hovertemplate=f"{run.name}<br>{col} %{{y:{fmt}}} · epoch %{{x}}<extra></extra>",
+                ), row=1, col=panel)
         if "val_nme" in m:
             fig.add_trace(go.Scatter(
-                x=m["epoch"], y=m["val_nme"], name=run.name, legendgroup=run.name, showlegend=False,
-                line={"color": c}, hovertemplate=f"{run.name}<br>val NME %{{y:.4f}} · epoch %{{x}}<extra></extra>",
-            ), row=1, col=2)
+                x=m["epoch"], y=100 * m["val_nme"], name=run.name, legendgroup=run.name, showlegend=False,
+                line={"color": c},
+                hovertemplate=f"{run.name}<br>val NME %{{y:.2f}}% · epoch %{{x}}<extra></extra>",
+            ), row=1, col=3)
     fig.update_xaxes(title_text="epoch")
     # Runs of one task can differ 100x in loss: log scale, labels at powers of ten only.
-    fig.update_yaxes(type="log", dtick=1, exponentformat="power", minor={"showgrid": True},
-                     row=1, col=1)
-    fig.update_layout(height=400, margin=MARGIN,
-                      legend={"orientation": "h", "y": -0.22, "title": {"text": "loss: dashed = train, solid = val · "}})
+    for panel in (1, 2):
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power", minor={"showgrid": True},
+                         row=1, col=panel)
+    fig.update_yaxes(type="log", row=1, col=3, ticksuffix="%")
+    fig.update_layout(height=400, margin=MARGIN, legend={"orientation": "h", "y": -0.22})
     return fig
 
 
-def nme_histogram(nme: np.ndarray, failure_nme: float) -> go.Figure:
-    """Histogram of per-image NME with the failure threshold marked."""
-    fig = go.Figure(go.Histogram(x=nme, nbinsx=min(60, max(10, len(nme) // 3)),
-                                 marker_color=color(0), hovertemplate="NME %{x}<br>%{y} images<extra></extra>"))
-    fig.add_vline(x=failure_nme, line_dash="dot", line_color="crimson",
-                  annotation_text=f"failure > {failure_nme:g}")
-    fig.update_layout(height=320, margin=MARGIN, xaxis_title="NME", yaxis_title="images",
+def nme_histogram(nme: np.ndarray, failure_nme: float, norm_name: str = "") -> go.Figure:
+    """Histogram of per-image NME (%) with the failure threshold marked."""
+    fig = go.Figure(go.Histogram(x=100 * np.asarray(nme), nbinsx=min(60, max(10, len(nme) // 3)),
+                                 marker_color=color(0),
+                                 hovertemplate="NME %{x}%<br>%{y} images<extra></extra>"))
+    fig.add_vline(x=100 * failure_nme, line_dash="dot", line_color="crimson",
+                  annotation_text=f"failure > {100 * failure_nme:g}%")
+    fig.update_layout(height=320, margin=MARGIN, xaxis_title=nme_axis(norm_name), yaxis_title="images",
                       title="Per-image error")
     return fig
 
 
-def ced_figure(curves: dict[str, tuple[pd.DataFrame, float, float]]) -> go.Figure:
-    """Cumulative error curves: ``{label: (curve with nme/fraction, auc, failure_rate)}``."""
+def nme_axis(norm_name: str = "") -> str:
+    """Axis title for NME in %, naming what it is normalised by."""
+    return f"NME (% of {norm_name})" if norm_name else "NME (%)"
+
+
+def ced_figure(curves: dict[str, tuple[pd.DataFrame, float, float]], norm_name: str = "") -> go.Figure:
+    """Cumulative error curves: ``{label: (curve with nme/fraction, auc, failure_rate)}``; NME in %."""
     fig = go.Figure()
     for i, (label, (curve, auc, fr)) in enumerate(curves.items()):
         fig.add_trace(go.Scatter(
-            x=curve["nme"], y=curve["fraction"], mode="lines", line={"color": color(i)},
+            x=100 * curve["nme"], y=curve["fraction"], mode="lines", line={"color": color(i)},
             name=f"{label} · AUC {auc:.3f} · FR {fr:.1%}",
-            hovertemplate="NME ≤ %{x:.3f}: %{y:.1%}<extra></extra>",
+            hovertemplate="NME ≤ %{x:.2f}%: %{y:.1%}<extra></extra>",
         ))
-    fig.update_layout(height=320, margin=MARGIN, xaxis_title="NME", yaxis_title="share of images",
+    fig.update_layout(height=340, margin=MARGIN, xaxis_title=nme_axis(norm_name), yaxis_title="share of images",
                       yaxis_range=[0, 1.02], title="Cumulative error distribution",
-                      legend={"orientation": "h", "y": -0.25})
+                      legend={"orientation": "h", "y": -0.3})
     return fig
 
 
@@ -117,6 +131,100 @@ def point_error_bars(errors: np.ndarray, layout: DatasetFacts | None) -> go.Figu
                            hovertemplate="point %{x} (%{text})<br>%{y:.2f} px<extra></extra>"))
     fig.update_layout(height=220, margin=MARGIN, xaxis_title="point id", yaxis_title="error (px)",
                       title="Error of each point on this image")
+    return fig
+
+
+def nme_scatter(aligned: pd.DataFrame, a: str, b: str, threshold: float, norm_name: str = "") -> go.Figure:
+    """Per-image NME (%) of model A (x) against model B (y) on the same images, the diagonal
+    drawn and the band of +-``threshold`` shaded; green = B better, red = B worse."""
+    x, y = 100 * aligned[a].to_numpy(), 100 * aligned[b].to_numpy()
+    d = y - x
+    t = 100 * threshold
+    colours = np.where(d < -t, "#1a9850", np.where(d > t, "#d73027", "#999999"))
+    top = float(max(x.max(), y.max())) * 1.05 if len(x) else 1.0
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, top, top, 0], y=[t, top + t, top - t, -t], fill="toself",
+                             fillcolor="rgba(150,150,150,0.12)", line={"width": 0}, hoverinfo="skip",
+                             showlegend=False))
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", line={"color": "#444", "dash": "dash"},
+                             name="same error", hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=x, y=y, mode="markers", name="faces", showlegend=False,
+        marker={"color": colours, "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "#333"}},
+        customdata=np.asarray(aligned.index, dtype=object),
+        hovertemplate="%{customdata}<br>A %{x:.2f}% · B %{y:.2f}%<extra></extra>",
+    ))
+    fig.update_layout(height=480, margin=MARGIN, title="Per-image NME: click a dot to see both overlays",
+                      xaxis_title=f"A: {a} · {nme_axis(norm_name)}", yaxis_title=f"B: {b} · NME (%)",
+                      xaxis_range=[0, top], yaxis_range=[0, top], clickmode="event+select")
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def grouped_bars(table: pd.DataFrame, x: str, title: str, x_title: str, norm_name: str = "",
+                 count: str | None = "images") -> go.Figure:
+    """Bars of ``nme_pct`` per ``x`` value, one colour per ``model``; hover shows the image count."""
+    fig = go.Figure()
+    for i, (model, rows) in enumerate(table.groupby("model", sort=False)):
+        custom = rows[count].to_numpy() if count and count in rows else np.full(len(rows), np.nan)
+        fig.add_trace(go.Bar(x=rows[x].astype(str), y=rows["nme_pct"], name=str(model), marker_color=color(i),
+                             customdata=custom,
+                             hovertemplate="%{x}: %{y:.2f}%" + (" · %{customdata} images" if count else "")
+                             + "<extra>" + str(model) + "</extra>"))
+    fig.update_layout(height=360, margin=MARGIN, barmode="group", title=title, xaxis_title=x_title,
+                      yaxis_title=nme_axis(norm_name), legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def confidence_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]], norm_name: str = "") -> go.Figure:
+    """Per-image NME (%) against the model's confidence: ``{model: (confidence, nme)}``."""
+    fig = go.Figure()
+    for i, (model, (conf, nme)) in enumerate(points.items()):
+        fig.add_trace(go.Scatter(x=conf, y=100 * np.asarray(nme), mode="markers", name=model,
+                                 marker={"color": color(i), "size": 6, "opacity": 0.7},
+                                 hovertemplate="confidence %{x:.3f}<br>NME %{y:.2f}%<extra>" + model
+                                 + "</extra>"))
+    fig.update_layout(height=380, margin=MARGIN, title="Error vs confidence",
+                      xaxis_title="confidence (model's own, 0-1)", yaxis_title=nme_axis(norm_name),
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def flagging_figure(curves: dict[str, pd.DataFrame], norm_name: str = "") -> go.Figure:
+    """Mean NME (%) left after flagging the least confident X%, solid; the oracle, dotted."""
+    fig = go.Figure()
+    for i, (model, c) in enumerate(curves.items()):
+        fig.add_trace(go.Scatter(x=c["flagged_pct"], y=c["nme_pct"], mode="lines+markers", name=model,
+                                 line={"color": color(i)},
+                                 hovertemplate="flag %{x:.0f}% → NME %{y:.2f}%<extra>" + model + "</extra>"))
+        fig.add_trace(go.Scatter(x=c["flagged_pct"], y=c["oracle_pct"], mode="lines",
+                                 name=f"{model} · oracle (flags the worst)",
+                                 line={"color": color(i), "dash": "dot"}, hoverinfo="skip"))
+    fig.update_layout(height=380, margin=MARGIN, title="Error left when the least confident faces are flagged",
+                      xaxis_title="faces flagged (least confident first, %)",
+                      yaxis_title=f"mean {nme_axis(norm_name)} of the rest",
+                      legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def robustness_figure(tables: dict[str, pd.DataFrame], perturbation: str, norm_name: str = "") -> go.Figure:
+    """NME (%) against perturbation strength, one line per model (the clean point included)."""
+    fig = go.Figure()
+    unit = ""
+    for i, (model, t) in enumerate(tables.items()):
+        rows = t[t["perturbation"] == perturbation].sort_values("strength")
+        if rows.empty:
+            continue
+        if "unit" in rows and rows["unit"].notna().any():
+            unit = str(rows["unit"].dropna().iloc[0])
+        fr = rows["failure_rate"].to_numpy() if "failure_rate" in rows else np.full(len(rows), np.nan)
+        fig.add_trace(go.Scatter(x=rows["strength"], y=100 * rows["nme"], mode="lines+markers", name=model,
+                                 line={"color": color(i)}, customdata=100 * fr,
+                                 hovertemplate="strength %{x}<br>NME %{y:.2f}% · failures %{customdata:.1f}%"
+                                 "<extra>" + model + "</extra>"))
+    fig.update_layout(height=340, margin=MARGIN, title=perturbation,
+                      xaxis_title=f"strength ({unit})" if unit else "strength", yaxis_title=nme_axis(norm_name),
+                      legend={"orientation": "h", "y": -0.3})
     return fig
 
 

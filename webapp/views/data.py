@@ -27,15 +27,16 @@ def show_samples(samples: list, facts, info) -> None:
     start = c2.number_input("First sample", 0, max(0, len(samples) - 1), 0, key="data_start")
     ids = c3.toggle("Point ids", value=False, key="data_ids")
     tiles = []
-    for s in samples[int(start):int(start) + n]:
+    for i, s in enumerate(samples[int(start):int(start) + n], start=int(start)):
         image, points = common.crop_for_task(s, info)
         scale = TILE / max(image.shape[:2])
         big = np.asarray(Image.fromarray(image).resize(
             (round(image.shape[1] * scale), round(image.shape[0] * scale))))
-        tiles.append(draw_keypoints(big, None, facts, true_points=(points + 0.5) * scale - 0.5,
-                                    show_ids=ids, radius=marker_radius(facts)))
+        drawn = draw_keypoints(big, None, facts, true_points=(points + 0.5) * scale - 0.5,
+                               show_ids=ids, radius=marker_radius(facts))
+        tiles.append(common.labelled_tile(drawn, f"#{i} {s.image_id}", TILE))
     st.image(image_grid(tiles, NCOLS), width="stretch",
-             caption=", ".join(s.image_id for s in samples[int(start):int(start) + n]))
+             caption="Green = true points, as the task's model input is cut (face box or whole image).")
 
 
 def show_augmentation(samples: list, facts, info) -> None:
@@ -77,13 +78,34 @@ def show_augmentation(samples: list, facts, info) -> None:
 
 
 def show_saved_thumbs() -> None:
-    shown = []
+    """Saved evaluation thumbnails in one grid, each tile labelled with model, image and NME."""
+    tiles = []
     for src in common.eval_sources():
-        shown += records.list_thumbs(src.thumbs)[:4]
-    if shown:
-        st.subheader("Saved evaluation thumbnails")
-        st.image(image_grid([to_rgb_uint8(common.read_rgb(t.path)) for t in shown[:12]], NCOLS),
-                 width="stretch", caption="red = predicted, green = true")
+        for t in records.list_thumbs(src.thumbs)[:4]:
+            row = records.thumb_row(src, t.image_id)
+            nme = "" if row is None else f" · {records.pct(float(src.per_image['nme'].iloc[row]))}"
+            label = f"{src.model} · {t.kind} #{t.rank + 1}{nme} · {t.image_id}"
+            tiles.append(common.labelled_tile(to_rgb_uint8(common.read_rgb(t.path)), label, TILE))
+    if not tiles:
+        return
+    st.subheader("Saved evaluation thumbnails")
+    st.image(image_grid(tiles[:12], NCOLS), width="stretch",
+             caption="Each tile: model · worst/best rank · NME (% of the normalising distance) · image. "
+                     "Red = predicted, green = true.")
+
+
+def tasks_with_data(tasks: dict) -> list[str]:
+    """The tasks whose dataset folder is under the data root."""
+    from kpcore.data import dataset_dir
+
+    found = []
+    for name, info in tasks.items():
+        try:
+            dataset_dir(info.dataset)
+        except (FileNotFoundError, KeyError):
+            continue
+        found.append(name)
+    return found
 
 
 def main() -> None:
@@ -95,21 +117,30 @@ def main() -> None:
         st.warning(f"`kpcore.data` is not available yet ({e}).")
         show_saved_thumbs()
         return
+    available = tasks_with_data(TASKS)
+    if not available:  # no choice to offer: nothing under the data root
+        st.info("Datasets not found under the data root, so there are no samples to explore; "
+                "below are the saved evaluation thumbnails.")
+        st.caption(common.data_hint())
+        show_saved_thumbs()
+        return
     c1, c2 = st.columns(2)
-    task = c1.selectbox("Task", list(TASKS), key="data_task")
+    task = c1.selectbox("Task", available, key="data_task",
+                        help="Only tasks whose dataset is under the data root are listed")
     info = TASKS[task]
     split = c2.selectbox("Split", list(info.splits), key="data_split")
     try:
         samples = common.load_samples(task, split)
-    except DatasetNotFoundError as e:
-        st.info(str(e))
-        st.caption(common.DATA_HINT)
-        show_saved_thumbs()
+    except DatasetNotFoundError:
+        st.info(f"The {info.dataset} dataset of task {task} is incomplete under the data root.")
+        st.caption(common.data_hint())
         return
     if not samples:
         st.info(f"The {split} split of {task} is empty.")
         return
-    st.caption(f"{len(samples)} samples · layout {info.facts.title}")
+    missing = [t for t in TASKS if t not in available]
+    st.caption(f"{len(samples)} samples · layout {info.facts.title}"
+               + (f" · not under the data root: {', '.join(missing)}" if missing else ""))
     show_samples(samples, info.facts, info)
     show_augmentation(samples, info.facts, info)
 

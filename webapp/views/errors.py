@@ -15,9 +15,14 @@ NO_EVAL_HINT = (
 )
 
 
+FAILURE_PCT = f"{100 * records.FAILURE_NME:g}%"
+
+
 def choose_source(sources: list[records.EvalSource], key: str) -> records.EvalSource:
+    """A select box of the sources; the flagship model comes first (``records.list_eval_sources``)."""
     labels = [s.label for s in sources]
-    label = st.selectbox("Model and split", labels, key=key)
+    label = st.selectbox("Model and split", labels, key=key,
+                         help=f"The flagship `{records.FLAGSHIP}` first")
     return sources[labels.index(label)]
 
 
@@ -25,10 +30,11 @@ def show_summary(src: records.EvalSource, auc: float, fr: float) -> None:
     df = src.per_image
     cols = st.columns(5)
     cols[0].metric("images", f"{len(df)}")
-    cols[1].metric("mean NME", f"{df['nme'].mean():.4f}")
+    cols[1].metric("mean NME", records.pct(df["nme"].mean()), help=f"NME in % of the {src.norm_name}")
     cols[2].metric("mean error", f"{df['px_error'].mean():.2f} px")
-    cols[3].metric(f"AUC @ {records.FAILURE_NME:g}", f"{auc:.3f}")
-    cols[4].metric(f"failure rate (NME > {records.FAILURE_NME:g})", f"{fr:.1%}")
+    cols[3].metric(f"AUC @ {FAILURE_PCT}", f"{auc:.3f}")
+    cols[4].metric(f"failure rate (NME > {FAILURE_PCT})", f"{fr:.1%}")
+    st.caption(f"NME = mean point error / {src.norm_name}, in %.")
 
 
 def filtered_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -37,13 +43,16 @@ def filtered_table(df: pd.DataFrame) -> pd.DataFrame:
     text = c1.text_input("Image name contains", key="errors_filter_text")
     lo, hi = float(df["nme"].min()), float(df["nme"].max())
     if hi > lo:
-        nme_range = c2.slider("NME range", lo, hi, (lo, hi), format="%.4f", key="errors_filter_nme")
+        pct = c2.slider("NME range (%)", 100 * lo, 100 * hi, (100 * lo, 100 * hi), format="%.2f%%",
+                        key="errors_filter_nme")
+        nme_range = (pct[0] / 100 - 1e-12, pct[1] / 100 + 1e-12)
     else:
         nme_range = (lo, hi)
     failures_only = c3.checkbox("Failures only", key="errors_filter_fail",
-                                help=f"NME above {records.FAILURE_NME:g}")
+                                help=f"NME above {FAILURE_PCT}")
     view = df[["image", "nme", "px_error"]].copy()
     view.insert(0, "row", np.arange(len(df)))
+    view["nme_pct"] = 100 * view["nme"]
     keep = view["nme"].between(*nme_range)
     if text:
         keep &= view["image"].astype(str).str.contains(text, case=False, regex=False)
@@ -54,13 +63,21 @@ def filtered_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def show_image(src: records.EvalSource, row: int, pred: np.ndarray, true: np.ndarray) -> None:
     image_id = str(src.per_image["image"].iloc[row])
+    have_image = records.dataset_image_path(src.task, image_id) is not None
+    has_thumb = records.thumb_for(src.thumbs, image_id) is not None
+    # A saved thumbnail has its points burnt in: the toggles can only redraw dataset images or
+    # the blank canvas, so they are switched off (and say why) over a thumbnail.
+    fixed = not have_image and has_thumb
+    why = "The saved thumbnail already has its points drawn; set KPCORE_DATA to redraw." if fixed else None
     c1, c2 = st.columns(2)
-    lines = c1.toggle("Error lines", value=True, key="errors_lines")
-    ids = c2.toggle("Point ids", value=False, key="errors_ids")
+    lines = c1.toggle("Error lines", value=True, key="errors_lines", disabled=fixed, help=why)
+    ids = c2.toggle("Point ids", value=False, key="errors_ids", disabled=fixed, help=why)
     shown = common.image_for(src, image_id, pred[row], true[row], error_lines=lines, show_ids=ids)
-    st.image(shown.image, caption=shown.caption, width="stretch")
-    if shown.origin != "dataset":
-        st.caption(common.DATA_HINT)
+    nme = float(src.per_image["nme"].iloc[row])
+    st.image(shown.image, caption=f"{shown.caption} · NME {records.pct(nme)}", width="stretch")
+    st.caption(common.LEGEND)
+    if not have_image:
+        st.caption(common.data_hint())
     errs = metrics.point_errors(pred[row][None], true[row][None])[0]
     if len(errs) > 1:
         st.plotly_chart(figures.point_error_bars(errs, common.facts_or_none(src.layout)),
@@ -72,25 +89,25 @@ def show_distributions(src: records.EvalSource, sources: list[records.EvalSource
     nme = src.per_image["nme"].to_numpy()
     hist, ced, kp = st.tabs(["Error histogram", "Cumulative error", "Per keypoint"])
     with hist:
-        st.plotly_chart(figures.nme_histogram(nme, records.FAILURE_NME), key="errors_hist")
+        st.plotly_chart(figures.nme_histogram(nme, records.FAILURE_NME, src.norm_name), key="errors_hist")
     with ced:
         others = [s.label for s in sources if s.label != src.label]
         compare = st.multiselect("Compare with", others, key="errors_compare")
         curves = {}
         for s in [src] + [s for s in sources if s.label in compare]:
             curves[s.label] = records.ced_table(s.per_image["nme"].to_numpy())
-        st.plotly_chart(figures.ced_figure(curves), key="errors_ced")
+        st.plotly_chart(figures.ced_figure(curves, src.norm_name), key="errors_ced")
     with kp:
         if pred.shape[1] == 1:
             st.caption("One keypoint: its errors are the per-image errors above.")
             return
         layout = common.facts_or_none(src.layout)
-        unit = st.radio("Unit", ["px", "NME"], horizontal=True, key="errors_kp_unit")
+        unit = st.radio("Unit", ["px", "NME"], horizontal=True, key="errors_kp_unit",
+                        help=f"NME: % of the {src.norm_name}")
         errs = metrics.point_errors(pred, true)
         if unit == "NME":
-            # nme = px_error / norm distance, so each image's norm distance is px_error / nme.
-            norm = (src.per_image["px_error"] / src.per_image["nme"]).to_numpy()[:, None]
-            errs = errs / np.where(norm > 0, norm, np.nan)
+            errs = 100 * errs / records.norm_distances(src)[:, None]
+            unit = "% NME"
         per_kp = np.nanmean(errs, axis=0)
         st.plotly_chart(figures.keypoint_errors_on_face(records.mean_shape(true), per_kp, layout, unit),
                         key="errors_kp_face")
@@ -105,7 +122,6 @@ def main() -> None:
     sources = common.eval_sources()
     if not sources:
         st.info(NO_EVAL_HINT)
-        st.caption(common.DATA_HINT)
         return
     src = choose_source(sources, "errors_source")
     pred, true = src.pred, src.true
@@ -120,8 +136,9 @@ def main() -> None:
         event = st.dataframe(
             view, key="errors_table", hide_index=True, on_select="rerun", selection_mode="single-row",
             selection_default={"selection": {"rows": [0]}} if len(view) else None,
-            column_order=["image", "nme", "px_error"], height=420,
-            column_config={"nme": st.column_config.NumberColumn("NME", format="%.4f"),
+            column_order=["image", "nme_pct", "px_error"], height=420, width="stretch",
+            column_config={"image": st.column_config.TextColumn("image", width="large"),
+                           "nme_pct": st.column_config.NumberColumn("NME (%)", format="%.2f%%"),
                            "px_error": st.column_config.NumberColumn("error (px)", format="%.2f")},
         )
     with image_col:

@@ -10,12 +10,21 @@ N_SHOWN = 12
 NCOLS = 4
 
 
-def show_thumbs(thumbs: list[records.Thumb], kind: str) -> None:
+def thumb_caption(src: records.EvalSource, t: records.Thumb) -> str:
+    """``#rank · image id · NME x.xx%`` (the thumbnail's name if its row is not found)."""
+    row = records.thumb_row(src, t.image_id)
+    if row is None:
+        return f"#{t.rank + 1} · {t.image_id}"
+    df = src.per_image
+    return f"#{t.rank + 1} · {df['image'].iloc[row]} · NME {records.pct(float(df['nme'].iloc[row]))}"
+
+
+def show_thumbs(src: records.EvalSource, thumbs: list[records.Thumb], kind: str) -> None:
     chosen = [t for t in thumbs if t.kind == kind][:N_SHOWN]
     cols = st.columns(NCOLS)
     for i, t in enumerate(chosen):
         with cols[i % NCOLS]:
-            st.image(common.read_rgb(t.path), caption=f"#{t.rank + 1} · {t.image_id}", width="stretch")
+            st.image(common.read_rgb(t.path), width="stretch", caption=thumb_caption(src, t))
 
 
 def show_rendered(src: records.EvalSource, worst: bool) -> None:
@@ -29,7 +38,7 @@ def show_rendered(src: records.EvalSource, worst: bool) -> None:
         shown = common.image_for(src, image_id, pred[pos], true[pos])
         with cols[i % NCOLS]:
             st.image(shown.image, width="stretch",
-                     caption=f"#{i + 1} · {image_id} · NME {src.per_image['nme'].loc[row]:.4f}")
+                     caption=f"#{i + 1} · {image_id} · NME {records.pct(src.per_image['nme'].loc[row])}")
 
 
 def main() -> None:
@@ -39,17 +48,15 @@ def main() -> None:
         st.info("No evaluations yet: `kpcore evaluate` saves the worst and best images "
                 "under `<checkpoint>/eval/<split>/thumbs/`.")
         return
-    with_thumbs = [s for s in sources if records.list_thumbs(s.thumbs)]
-    ordered = with_thumbs + [s for s in sources if s not in with_thumbs]
-    labels = [s.label for s in ordered]
+    labels = [s.label for s in sources]  # the flagship first (records.list_eval_sources)
     label = st.selectbox("Model and split", labels, key="failures_source")
-    src = ordered[labels.index(label)]
+    src = sources[labels.index(label)]
     thumbs = records.list_thumbs(src.thumbs)
-    st.caption("Red = predicted, green = true.")
+    st.caption(f"{common.LEGEND}  \nNME in % of the {src.norm_name}.")
     for kind, title in (("worst", "Worst images"), ("best", "Best images")):
         st.subheader(title)
         if any(t.kind == kind for t in thumbs):
-            show_thumbs(thumbs, kind)
+            show_thumbs(src, thumbs, kind)
         else:
             show_rendered(src, worst=kind == "worst")
 

@@ -8,6 +8,7 @@ import streamlit as st
 from webapp import common, figures, records
 
 MAX_DEFAULT_RUNS = 4
+PCT_COLUMNS = ("best val NME (%)", "last val NME (%)")
 
 
 def default_selection(runs: list[records.Run]) -> list[str]:
@@ -26,30 +27,60 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-def show_overview(runs: list[records.Run]) -> None:
+def metrics_frame(runs: list[records.Run]) -> pd.DataFrame:
+    """:meth:`records.Run.final_metrics` of each run, columns in :data:`records.RUN_COLUMNS` order."""
     table = pd.DataFrame([r.final_metrics() for r in runs])
+    return table[[c for c in records.RUN_COLUMNS if c in table.columns]]
+
+
+def norm_caption(runs: list[records.Run]) -> str:
+    """Which distance each task's NME is divided by."""
+    names = {}
+    for r in runs:
+        names.setdefault(r.task, records.norm_name_for(records.layout_for(r.best_config or r.config)))
+    return "NME in % of: " + "; ".join(f"{task} — {n}" for task, n in names.items())
+
+
+def show_overview(runs: list[records.Run]) -> None:
+    table = metrics_frame(runs)
     st.dataframe(table, hide_index=True, key="runs_overview", column_config={
-        "best_val_nme": st.column_config.NumberColumn("best val NME", format="%.4f"),
-        "best_val_px_error": st.column_config.NumberColumn("best val px", format="%.2f"),
+        c: st.column_config.NumberColumn(c, format="%.2f%%") for c in PCT_COLUMNS} | {
+        "best val error (px)": st.column_config.NumberColumn(format="%.2f"),
+        "run": st.column_config.TextColumn(width="medium"),
     })
+    st.caption(norm_caption(runs))
+
+
+def loss_caption(chosen: list[records.Run]) -> str | None:
+    """Says which runs' validation loss is a different function from their training loss."""
+    differs = [r for r in chosen if r.val_loss_differs]
+    if not differs:
+        return None
+    names = ", ".join(f"`{r.name}` ({r.loss_name})" for r in differs)
+    return (f"{names}: trained on a heatmap loss, validated with an L1 on normalised coordinates, "
+            "so training and validation loss are on different scales (hence separate panels). "
+            "Compare runs by validation NME.")
 
 
 def show_comparison(chosen: list[records.Run]) -> None:
     st.plotly_chart(figures.training_curves(chosen), key="runs_curves")
-    left, right = st.columns([1, 1])
-    with left:
-        st.subheader("Final metrics")
-        metrics = pd.DataFrame([r.final_metrics() for r in chosen]).set_index("run").T
-        st.dataframe(metrics.map(_fmt), key="runs_metrics")
-    with right:
-        st.subheader("Configs")
-        only_diff = st.toggle("Only keys that differ", value=True, key="runs_only_diff",
-                              disabled=len(chosen) < 2)
-        table = records.config_table(chosen, only_differences=only_diff)
-        if table.empty:
-            st.caption("The chosen runs have the same config." if only_diff else "No config.yaml found.")
-        else:
-            st.dataframe(table, key="runs_configs")
+    note = loss_caption(chosen)
+    if note:
+        st.caption(note)
+    st.subheader("Final metrics")
+    metrics = metrics_frame(chosen).set_index("run").T
+    st.dataframe(metrics.map(_fmt), key="runs_metrics", width="stretch",
+                 column_config={name: st.column_config.TextColumn(name, width="medium")
+                                for name in metrics.columns})
+    st.caption(norm_caption(chosen))
+    st.subheader("Configs")
+    only_diff = st.toggle("Only keys that differ", value=True, key="runs_only_diff",
+                          disabled=len(chosen) < 2)
+    table = records.config_table(chosen, only_differences=only_diff)
+    if table.empty:
+        st.caption("The chosen runs have the same config." if only_diff else "No config.yaml found.")
+    else:
+        st.dataframe(table, key="runs_configs", width="stretch")
 
 
 def main() -> None:
