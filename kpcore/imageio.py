@@ -20,7 +20,10 @@ valid encodings are converted. The rules, in the order they are applied:
 * **EXIF orientation** is applied (``ImageOps.exif_transpose``), so the array is
   upright as a viewer shows it; :attr:`ImageInfo.size` is that upright size.
 * **Modes**: ``1``/``L`` are replicated to 3 channels; ``I;16*`` (16-bit) are
-  scaled by 255/65535; ``I`` and ``F`` are kept when already in 0..255
+  scaled by 255/65535, except when every value fits in 8 bits (0..255, what many
+  tools write into a 16-bit file): those are taken as they are, else the picture
+  would come out black; 16-bit RGB(A) PNGs are decoded at full depth by OpenCV
+  (Pillow keeps only their high bytes) under the same rule; ``I`` and ``F`` are kept when already in 0..255
   (``F`` in 0..1 is multiplied by 255), else stretched from their min..max to 0..255; CMYK and YCbCr are converted by Pillow
   (no colour management); ``P`` goes through its palette.
 * **Transparency** (RGBA, LA, PA, ``P`` with a transparent colour) is composited on
@@ -159,7 +162,32 @@ def load_image_with_info(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXE
         raise BadImageError(f"{label} is not a readable image ({e}). "
                             f"Re-save it as JPEG or PNG.") from None
     with img:
+        if img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
+            _check_size(*img.size, label, max_pixels, min_side)
+            return _from_deep_png(data, img.mode, label, max_pixels, max_side, min_side)
         return _from_pil(img, label, max_pixels, max_side, min_side)
+
+
+def _png_bit_depth(data: bytes) -> int:
+    """The bit depth in a PNG's IHDR chunk (signature 8 bytes, length 4, type 4, width 4, height 4)."""
+    return data[24] if len(data) > 24 and data[12:16] == b"IHDR" else 8
+
+
+def _from_deep_png(data: bytes, mode: str, label: str, max_pixels: int, max_side: int | None,
+                   min_side: int) -> tuple[np.ndarray, ImageInfo]:
+    """A 48/64-bit PNG at full depth (Pillow would keep only the high bytes: black for 8-bit values)."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if bgr is None or bgr.dtype != np.uint16 or bgr.ndim != 3:
+        raise BadImageError(f"{label} is a 16-bit PNG that cannot be decoded; re-save it as an 8-bit PNG.")
+    rgb = bgr[:, :, [2, 1, 0, 3][:bgr.shape[2]]]
+    pixels = _wide_to_uint8(rgb, "I;16")
+    if pixels.shape[2] == 4:  # composite on white like every other transparent image
+        alpha = pixels[:, :, 3:].astype(np.float64) / 255
+        pixels = np.round(pixels[:, :, :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    array, info = _from_pil(Image.fromarray(np.ascontiguousarray(pixels)), label, max_pixels, max_side, min_side)
+    return array, ImageInfo(size=info.size, out_size=info.out_size, format="PNG", mode=f"{mode};16")
 
 
 # --------------------------------------------------------------------------- sources
@@ -195,11 +223,20 @@ def _read_bytes(source) -> tuple[bytes, str]:
             f"cannot load an image from a {type(source).__name__}; pass a path, bytes, a binary "
             "file object, a PIL image or a numpy array.")
     if not data:
-        raise BadImageError(f"{label} is empty (0 bytes); the upload or download probably failed "
-                            "(or the file object was already read: call .seek(0) first).")
+        hint = "Upload or save the file again."
+        if hasattr(source, "read") and _position(source):  # a Python caller's stream, already read
+            hint = "The file object was already read to its end: call .seek(0) on it first."
+        raise BadImageError(f"{label} is empty (0 bytes); the upload or download probably failed. {hint}")
     if len(data) > DEFAULT_MAX_BYTES:
         raise BadImageError(f"{label} is over {DEFAULT_MAX_BYTES / 2**20:.0f} MiB; use a smaller file.")
     return data, label
+
+
+def _position(stream) -> int:
+    try:
+        return int(stream.tell())
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def _unidentified_message(data: bytes, label: str) -> str:
@@ -309,6 +346,8 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
 def _wide_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     """16-bit, 32-bit integer or float pixels to uint8 (rules in the module docstring)."""
     if mode.startswith("I;16"):
+        if values.size and int(values.max()) <= 255:  # 8-bit values in a 16-bit file: keep them
+            return values.astype(np.uint8)
         return np.round(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     values = values.astype(np.float64)
     finite = values[np.isfinite(values)]

@@ -290,3 +290,34 @@ def test_exif_size_is_reported_before_downscaling(tmp_path):
     out, info = load_image_with_info(path, max_side=1500)
     assert info.size == (1000, 3000)
     assert out.shape == (1500, 500, 3)
+
+
+def test_16_bit_holding_8_bit_values_is_read_as_8_bit(tmp_path):
+    values = np.tile(np.arange(64, dtype=np.uint16) * 4, (48, 1))  # 0..252: 8-bit values in a 16-bit file
+    img = Image.fromarray(values)
+    assert img.mode == "I;16"
+    out = load_image(_save(img, tmp_path / "gray16_8.png"))
+    np.testing.assert_array_equal(out[0, :, 0], values[0])
+    np.testing.assert_array_equal(load_image(values)[0, :, 2], values[0])
+
+
+def test_48_bit_png_is_read_at_full_depth(tmp_path):
+    from tests.hostile_images import png_rgb16
+
+    rgb = np.zeros((48, 64, 3), np.uint16)
+    rgb[..., 0] = np.arange(64) * 4  # 8-bit values: must not come out black
+    rgb[..., 2] = 200
+    (tmp_path / "rgb48_8.png").write_bytes(png_rgb16(rgb))
+    out = load_image(tmp_path / "rgb48_8.png")
+    np.testing.assert_array_equal(out[0, :, 0], rgb[0, :, 0])
+    assert (out[..., 2] == 200).all() and (out[..., 1] == 0).all()
+    full = rgb * 257
+    full[..., 0] = np.arange(64) * 1000
+    (tmp_path / "rgb48.png").write_bytes(png_rgb16(full))
+    np.testing.assert_allclose(load_image(tmp_path / "rgb48.png")[0, :, 0], np.arange(64) * 1000 / 257, atol=1)
+
+
+def test_empty_upload_message_says_upload_again_not_seek():
+    with pytest.raises(BadImageError, match=r"empty \(0 bytes\).*Upload or save the file again") as error:
+        load_image(io.BytesIO(b""))
+    assert "seek" not in str(error.value)
