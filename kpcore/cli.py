@@ -79,6 +79,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"records -> {records}")
     if args.to:
         print(f"checkpoint -> {export_checkpoint(args.run, args.to, half=args.half, records=records)}")
+        if args.onnx:
+            _cmd_export_onnx(argparse.Namespace(model=args.to, int8=False))
+    elif args.onnx:
+        print("error: --onnx needs --to FOLDER (the checkpoint to write model.onnx into)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_runtime import export_onnx
+
+    result = export_onnx(args.model, int8=args.int8)
+    print(f"wrote {result['path']} (max |ONNX - PyTorch| = {result['max_abs_diff']:.2g} in normalised coordinates)")
+    if "int8_path" in result:
+        print(f"wrote {result['int8_path']} (int8; not used automatically: compare its NME with `kpcore bench`)")
     return 0
 
 
@@ -177,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run folder (runs/<name>)")
     s.add_argument("--to", help="checkpoint folder to write, e.g. checkpoints/face68-300w")
     s.add_argument("--half", action="store_true", help="store float weights as float16")
+    s.add_argument("--onnx", action="store_true", help="also write model.onnx into --to (see export-onnx)")
     s.set_defaults(func=_cmd_export)
+
+    s = sub.add_parser("export-onnx", help="write MODEL/model.onnx for the onnxruntime CPU path (checked "
+                                           "against PyTorch); Predictor then uses it")
+    s.add_argument("model", help="checkpoint folder, e.g. checkpoints/face68-300w")
+    s.add_argument("--int8", action="store_true", help="also write model.int8.onnx (static int8 quantisation)")
+    s.set_defaults(func=_cmd_export_onnx)
 
     s = sub.add_parser("bench", help="accuracy, latency and throughput of the shipped models")
     s.add_argument("--json", help="write the results here (default: benchmarks/bench.json)")

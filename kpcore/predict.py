@@ -89,7 +89,7 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, config: dict, folder: Path | None = None,
-                 flip_test: bool = False, threads: int | None = None) -> None:
+                 flip_test: bool = False, threads: int | None = None, backend: str | None = None) -> None:
         self.model = model.eval()
         self.config = config
         self.folder = folder
@@ -97,18 +97,43 @@ class Predictor:
         self.facts: DatasetFacts = FACTS[config["layout"]]
         self.flip_test = flip_test
         self.threads = threads
+        # "auto": the folder's model.onnx in onnxruntime when it is current (kpcore.onnx_runtime)
+        self.backend = backend
+        self._onnx = None
         self._detector = None
 
     @classmethod
     def from_pretrained(cls, folder_or_repo_id: str | Path, flip_test: bool = False,
-                        threads: int | None = None) -> Predictor:
-        """Load a checkpoint folder, a name under ``checkpoints/``, or a Hub repo id."""
+                        threads: int | None = None, backend: str | None = None) -> Predictor:
+        """Load a checkpoint folder, a name under ``checkpoints/``, or a Hub repo id.
+
+        ``backend``: ``"auto"`` (default, or ``$KPCORE_BACKEND``) runs the folder's
+        ``model.onnx`` in onnxruntime when it was exported from these weights,
+        ``"torch"`` always PyTorch, ``"onnx"`` requires the ONNX file.
+        """
         from .checkpoint import load_checkpoint
         from .hub import resolve_model_dir
 
         folder = resolve_model_dir(folder_or_repo_id)
         model, config = load_checkpoint(folder)
-        return cls(model, config, folder, flip_test=flip_test, threads=threads)
+        return cls(model, config, folder, flip_test=flip_test, threads=threads, backend=backend)
+
+    @property
+    def onnx_model(self):
+        """The onnxruntime model that runs the network, or None when PyTorch does (loaded once)."""
+        if self._onnx is None:
+            from .onnx_runtime import load_for_checkpoint
+
+            self._onnx = load_for_checkpoint(self.folder, self.backend, self.threads) or False
+        return self._onnx or None
+
+    def run_model(self, batch: torch.Tensor) -> torch.Tensor:
+        """One plain forward pass: ``(B, K, 2)`` normalised coordinates (no flip-test)."""
+        if self.onnx_model is not None:
+            return torch.from_numpy(self.onnx_model(batch.numpy()))
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return self.model(batch)
 
     @property
     def name(self) -> str:
@@ -118,11 +143,9 @@ class Predictor:
     @torch.no_grad()
     def forward_normalized(self, batch: torch.Tensor) -> torch.Tensor:
         """Model output ``(B, K, 2)`` in [-1, 1] for a normalised input batch."""
-        if self.threads:
-            torch.set_num_threads(self.threads)
         if self.flip_test:
-            return flip_average(self.model, batch, self.facts.flip_permutation)
-        return self.model(batch)
+            return flip_average(self.run_model, batch, self.facts.flip_permutation)
+        return self.run_model(batch)
 
     def region_for(self, box: Sequence[float] | None, image_size: tuple[int, int]) -> tuple[float, ...]:
         """The image region that fills the input for a face box (as in training)."""
