@@ -61,6 +61,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.perturb:
+        return _cmd_robustness(args)
     from .evaluate import evaluate_model
 
     summary = evaluate_model(args.model, data_root=args.data_root, split=args.split, labels=args.labels,
@@ -69,6 +71,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     keys = ("n", "mean_px_error", "nme", "failure_rate", "auc", "mae")
     print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
                    for k in keys if k in summary))
+    return 0
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    """``evaluate MODEL --perturb ...``: kpcore.robustness instead of the plain evaluation."""
+    from .robustness import evaluate_robustness, format_robustness, parse_perturb
+
+    try:
+        table = evaluate_robustness(args.model, parse_perturb(args.perturb), data_root=args.data_root,
+                                    split=args.split, out=getattr(args, "out", None), save=not args.no_save)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.model}: NME (% of the normalising distance) under perturbations, {int(table['n'].iloc[0])} faces")
+    print(format_robustness(table))
     return 0
 
 
@@ -181,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-save", action="store_true", help="do not write eval/ files next to the model")
     s.add_argument("--boxes", choices=["dataset", "detector"], default="dataset",
                    help="face boxes from the labels (default) or from the face detector (see `calibrate`)")
+    s.add_argument("--perturb", metavar="NAMES",
+                   help="robustness instead: NME under blur,noise,brightness,scale,rotate,occlude (or 'all') "
+                        "at a few strengths each, saved as robustness.csv (kpcore/robustness.py)")
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("calibrate", help="fit the detector-box -> training-crop map of a checkpoint")
