@@ -1,4 +1,5 @@
-"""kpcore dashboard: runs, errors, failure cases, filters, data, benchmarks, live demo.
+"""kpcore dashboard: runs, errors, failure cases, model comparison, error slices, robustness,
+filters, data, benchmarks, live demo.
 
 Run it alone with ``streamlit run webapp/dashboard.py``, or together with the
 Gradio demo on one port with ``streamlit run app.py``. Each page is a script in
@@ -30,6 +31,9 @@ PAGES = [
     ("runs.py", "Runs", ":material/show_chart:"),
     ("errors.py", "Per-image errors", ":material/table_chart:"),
     ("failures.py", "Failure cases", ":material/report:"),
+    ("compare.py", "Model comparison", ":material/compare:"),
+    ("slices.py", "Error slices", ":material/pie_chart:"),
+    ("robustness.py", "Robustness", ":material/blur_on:"),
     ("filters.py", "Learned filters", ":material/grid_on:"),
     ("data.py", "Data explorer", ":material/photo_library:"),
     ("bench.py", "Benchmarks", ":material/speed:"),

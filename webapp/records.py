@@ -612,9 +612,9 @@ def face_size_bins(sizes: np.ndarray, n_bins: int = 4) -> pd.Series:
     sizes = pd.Series(np.asarray(sizes, float))
     edges = np.unique(np.nanquantile(sizes, np.linspace(0, 1, n_bins + 1)))
     if len(edges) < 2:
-        return pd.Series(["all"] * len(sizes))
+        return pd.Series(pd.Categorical(["all"] * len(sizes)))
     labels = [f"{edges[i]:.0f}-{edges[i + 1]:.0f} px" for i in range(len(edges) - 1)]
-    return pd.cut(sizes, edges, labels=labels, include_lowest=True, duplicates="drop").astype(str)
+    return pd.cut(sizes, edges, labels=labels, include_lowest=True, duplicates="drop")
 
 
 YAW_EDGES = (0, 15, 30, 45, 90)  # |yaw| bin edges in degrees
@@ -624,33 +624,45 @@ def yaw_bins(yaw: np.ndarray) -> pd.Series:
     """``|yaw|`` in degrees to bins such as "15-30°"."""
     labels = [f"{a}-{b}°" for a, b in zip(YAW_EDGES[:-1], YAW_EDGES[1:], strict=True)]
     return pd.cut(pd.Series(np.abs(np.asarray(yaw, float))), list(YAW_EDGES), labels=labels,
-                  include_lowest=True).astype(str)
+                  include_lowest=True)
+
+
+POSE_FRAME = 4.0  # assumed frame side / face extent when the image size is not saved
 
 
 def estimate_yaw(true_points: np.ndarray) -> np.ndarray | None:
     """Yaw in degrees of each ``(K, 2)`` 68-point shape, from ``kpcore.pose.estimate_pose``;
-    None when that module is not in this checkout. The image size is not saved in per_image.csv;
-    a frame twice the shape's extent stands in for it (it only sets the assumed focal length)."""
+    None when that module is not in this checkout.
+
+    per_image.csv does not save the image size, which sets the assumed camera (focal length =
+    longer side, centre = image centre); each face is placed at the centre of a square frame
+    :data:`POSE_FRAME` times its extent, a typical portrait framing.
+    """
     try:
         from kpcore.pose import estimate_pose
     except ImportError:
         return None
     out = []
-    for pts in true_points:
-        extent = np.nanmax(pts, axis=0)
-        size = (int(max(2 * extent[0], 32)), int(max(2 * extent[1], 32)))
+    for pts in np.asarray(true_points, float):
+        centre = (np.nanmin(pts, axis=0) + np.nanmax(pts, axis=0)) / 2
+        side = max(POSE_FRAME * float(np.nanmax(np.ptp(pts, axis=0))), 32.0)
         try:
-            out.append(float(estimate_pose(pts, size)["yaw"]))
-        except (ValueError, KeyError, np.linalg.LinAlgError):
-            out.append(np.nan)
+            pose = estimate_pose(pts - centre + side / 2, (int(side), int(side)))
+        except (ValueError, np.linalg.LinAlgError):
+            pose = None
+        out.append(float(pose["yaw"]) if pose else np.nan)
     return np.asarray(out)
 
 
 def sliced_nme(values: dict[str, np.ndarray], bins: pd.Series) -> pd.DataFrame:
-    """Mean NME (%) per bin and model: columns ``bin, model, nme_pct, images``."""
+    """Mean NME (%) per bin and model: columns ``bin, model, nme_pct, images``. Bins keep their
+    categorical order (e.g. small to large faces), else the order they first appear in."""
     rows = []
     bins = bins.reset_index(drop=True)
-    order = [b for b in dict.fromkeys(bins) if b != "nan"]
+    if isinstance(bins.dtype, pd.CategoricalDtype):
+        order = list(bins.cat.categories)
+    else:
+        order = [b for b in dict.fromkeys(bins) if isinstance(b, str) and b != "nan"]
     for model, nme in values.items():
         s = pd.Series(np.asarray(nme, float))
         for b in order:
