@@ -206,3 +206,56 @@ def serve_app(env_extra: dict[str, str], log_path: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+POSES = ("frontal", "left profile", "right profile")
+
+
+def make_rival_checkpoint(root: Path, name: str = "test-face58-rival", seed: int = 11, *,
+                          confidence: bool = True, pose: bool = True, robustness: bool = True) -> Path:
+    """A second IMM checkpoint evaluated on the same validation images as :func:`make_checkpoint`
+    (same true points, other predictions), with the optional per_image columns
+    ``confidence`` and ``pose`` and a ``robustness.csv``."""
+    import pandas as pd
+
+    folder = save_model(root / name, "imm", "imm_face", 58)
+    split = folder / "eval" / "val"
+    split.mkdir(parents=True)
+    ids, _, true = predictions(58, seed=7)
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(0.5, 8, len(ids))[:, None, None]
+    pred = true + rng.normal(0, 1, true.shape) * scale
+    write_per_image(split / "per_image.csv", ids, pred, true, norm=40.0)
+    table = pd.read_csv(split / "per_image.csv")
+    if confidence:  # less confident where the error is larger, with some noise
+        table["confidence"] = np.clip(1 - table["nme"] * 3 + rng.normal(0, 0.02, len(table)), 0, 1)
+    if pose:
+        table["pose"] = [POSES[i % len(POSES)] for i in range(len(table))]
+    table.to_csv(split / "per_image.csv", index=False)
+    if robustness:
+        write_robustness(split / "robustness.csv", base=float(table["nme"].mean()))
+    return folder
+
+
+def write_robustness(path: Path, base: float) -> Path:
+    """A robustness.csv in the form kpcore.robustness writes (two perturbations)."""
+    import pandas as pd
+
+    rows = []
+    for name, strengths, unit in (("blur", (0, 1, 2, 4), "σ, % of face side"), ("rotate", (0, 15, 30), "degrees")):
+        for i, s in enumerate(strengths):
+            rows.append({"perturbation": name, "strength": s, "unit": unit, "nme": base * (1 + 0.5 * i),
+                         "failure_rate": 0.05 * i, "auc": 0.5 - 0.05 * i, "n": N_VAL})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def make_reference(root: Path, name: str = "test-ref", split: str = "val", seed: int = 5) -> Path:
+    """Saved results of a reference method (as ``records/dlib/eval/<split>/``): per_image.csv
+    only, no checkpoint, no summary; the layout is inferred from the number of points."""
+    folder = root / name / "eval" / split
+    folder.mkdir(parents=True)
+    ids, _, true = predictions(58, seed=7)
+    rng = np.random.default_rng(seed)
+    write_per_image(folder / "per_image.csv", ids, true + rng.normal(0, 2, true.shape), true, norm=40.0)
+    return folder

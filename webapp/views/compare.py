@@ -86,7 +86,7 @@ def show_pair(sources: dict[str, records.EvalSource], aligned: pd.DataFrame, nor
     c1, c2, c3 = st.columns([2, 2, 1])
     b = c1.selectbox("Model B (y axis)", labels, index=0, key="compare_b")
     a = c2.selectbox("Model A (x axis)", [x for x in labels if x != b], key="compare_a")
-    threshold = c3.number_input("threshold (NME %)", 0.0, 20.0, DEFAULT_THRESHOLD_PCT, 0.1, key="compare_thr",
+    threshold = c3.number_input("threshold (NME %)", 0.0, 100.0, DEFAULT_THRESHOLD_PCT, 0.1, key="compare_thr",
                                 help="A face counts as improved / worsened when B's NME differs from A's "
                                      "by more than this many percentage points") / 100
     counts = records.improved_worsened(aligned[a].to_numpy(), aligned[b].to_numpy(), threshold)

@@ -109,7 +109,8 @@ def bundled_example() -> tuple[np.ndarray, str] | None:
 
 
 def example_image(key: str, task: str | None) -> tuple[np.ndarray, str] | None:
-    """An uploaded photo, else a shipped example photo, else a dataset image, else None.
+    """An uploaded photo, else a dataset image of the model's task, else a shipped example photo,
+    else None.
 
     Saved evaluation thumbnails are not used: their points are drawn on them, and the
     network would see the markers.
@@ -117,7 +118,7 @@ def example_image(key: str, task: str | None) -> tuple[np.ndarray, str] | None:
     upload = st.file_uploader("Example image (optional)", type=["png", "jpg", "jpeg", "webp"], key=key)
     if upload is not None:
         return np.asarray(Image.open(upload).convert("RGB")), upload.name
-    return bundled_example() or dataset_example(task)
+    return dataset_example(task) or bundled_example()
 
 
 def show_filters(name: str, layer) -> None:

@@ -1,0 +1,278 @@
+"""The evaluation views of the dashboard (comparison, slices, robustness) and the fixed
+defects of the older pages, under Streamlit's AppTest with synthetic saved results.
+
+Two IMM checkpoints and one reference (saved results only, as dlib's would be) are
+evaluated on the same 12 validation images; see tests/webapp_fixtures.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from tests.webapp_fixtures import (
+    N_VAL,
+    POSES,
+    image_ids,
+    make_bench,
+    make_checkpoint,
+    make_imm_tree,
+    make_reference,
+    make_rival_checkpoint,
+    make_run,
+)
+from webapp import records
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARD = str(REPO / "webapp" / "dashboard.py")
+APPTEST_TIMEOUT = 90
+GROUP_PREFIX = "imm_face · val ("  # the repo's own IMM results join this group too
+A, B, REF = "test-face58 · val", "test-face58-rival · val", "test-ref · val"
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(DASHBOARD, default_timeout=APPTEST_TIMEOUT).run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def pick_group(at: AppTest, key: str) -> None:
+    box = at.selectbox(key=key)
+    box.set_value(next(o for o in box.options if o.startswith(GROUP_PREFIX))).run()
+
+
+def charts(at: AppTest) -> list:
+    return list(at.get("plotly_chart"))
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+@pytest.fixture
+def eval_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Two checkpoints and a reference on the same images, runs, no dataset."""
+    runs, checkpoints, data = tmp_path / "runs", tmp_path / "checkpoints", tmp_path / "data"
+    for d in (runs, checkpoints, data):
+        d.mkdir()
+    make_run(runs, "nose-lr1e-3-k5", lr=1e-3, kernel=5, seed=1)
+    heat = make_run(runs, "face-heatmap", lr=1e-3, kernel=5, seed=4, task="imm_face", layout="imm", k=58)
+    config = yaml.safe_load((heat / "config.yaml").read_text())
+    config["loss"] = {"name": "integral", "kwargs": {}}
+    (heat / "config.yaml").write_text(yaml.safe_dump(config))
+    future = time.time() + 24 * 3600  # newer than any real run of the repo
+    for i, run in enumerate(sorted(runs.iterdir())):
+        os.utime(run, (future + i, future + i))
+    make_checkpoint(checkpoints)
+    make_rival_checkpoint(checkpoints)
+    make_reference(runs)
+    monkeypatch.setenv("KPCORE_RUNS", str(runs))
+    monkeypatch.setenv("KPCORE_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setenv("KPCORE_BENCH", str(make_bench(tmp_path / "bench.json")))
+    monkeypatch.setenv("KPCORE_DATA", str(data))
+    return {"runs": runs, "checkpoints": checkpoints, "data": data}
+
+
+def source(label: str) -> records.EvalSource:
+    return next(s for s in records.list_eval_sources() if s.label == label)
+
+
+# ------------------------------------------------------------------ records
+def test_sources_of_one_test_set_group_together_and_the_flagship_leads(eval_env) -> None:
+    sources = records.list_eval_sources()
+    groups = records.comparable_groups(sources)
+    members = [s.label for s in groups[("imm_face", "val")]]
+    assert {A, B, REF} <= set(members)
+    ref = source(REF)
+    assert ref.kind == "reference" and ref.layout == "imm" and ref.task == "imm_face"  # inferred from 58 points
+    if (REPO / "checkpoints" / records.FLAGSHIP / "eval" / "test").is_dir():
+        assert sources[0].label == f"{records.FLAGSHIP} · test"
+
+
+def test_tail_table_matches_numpy_on_the_common_images(eval_env) -> None:
+    aligned = records.aligned_nme([source(A), source(B)])
+    assert list(aligned.index) == image_ids() and list(aligned.columns) == [A, B]
+    table = records.tail_table(aligned).set_index("model")
+    nme = source(B).per_image["nme"].to_numpy()
+    assert table.loc[B, "NME (%)"] == pytest.approx(100 * nme.mean())
+    assert table.loc[B, "P95 (%)"] == pytest.approx(100 * np.percentile(nme, 95))
+    assert table.loc[B, "failure rate @ 8% (%)"] == pytest.approx(100 * np.mean(nme > 0.08))
+
+
+def test_improved_worsened_counts_each_face_once() -> None:
+    a = np.array([0.05, 0.05, 0.05, 0.05])
+    b = np.array([0.02, 0.049, 0.06, 0.09])
+    assert records.improved_worsened(a, b, 0.005) == {"improved": 1, "worsened": 2, "same": 1}
+
+
+def test_flagging_curve_starts_at_the_mean_and_never_beats_the_oracle() -> None:
+    rng = np.random.default_rng(0)
+    nme = rng.uniform(0.01, 0.2, 200)
+    conf = 1 - nme + rng.normal(0, 0.05, 200)
+    curve = records.flagging_curve(nme, conf)
+    assert curve["nme_pct"].iloc[0] == pytest.approx(100 * nme.mean())
+    assert (curve["oracle_pct"] <= curve["nme_pct"] + 1e-9).all()
+    assert curve["nme_pct"].iloc[-1] < curve["nme_pct"].iloc[0]  # informative confidence helps
+
+
+def test_region_errors_merge_left_and_right() -> None:
+    assert records.region_names({"left_eye": [0], "right_eye": [1], "jaw": [2], "left_brow": [3]}) == \
+        {"eyes": [0, 1], "jaw": [2], "brows": [3]}
+
+
+# ---------------------------------------------------------------- comparison
+def test_compare_page_table_ced_scatter_and_both_overlays(eval_env) -> None:
+    at = open_page("compare")
+    pick_group(at, "compare_group")
+    at.multiselect(key="compare_models").set_value([A, B, REF]).run()
+    table = next(d.value for d in at.dataframe if "P95 (%)" in d.value.columns)
+    assert list(table["model"]) == [A, B, REF]
+    assert {"NME (%)", "P90 (%)", "P95 (%)", "P99 (%)", "AUC @ 8%"} <= set(table.columns)
+    assert len(charts(at)) == 2  # CED overlaid, A-vs-B scatter
+    at.selectbox(key="compare_b").set_value(B).run()
+    at.selectbox(key="compare_a").set_value(A).run()
+    counts = {m.label: int(m.value) for m in at.metric}
+    assert sum(counts.values()) == N_VAL
+    diff = source(B).per_image["nme"] - source(A).per_image["nme"]
+    assert counts["B better than A"] == int((diff < -0.005).sum())
+    face = at.selectbox(key="compare_face")
+    assert face.value == str(source(A).per_image["image"].iloc[int(np.argmax(np.abs(diff.to_numpy())))])
+    shown = [im.proto.imgs[0].caption for im in at.image]
+    assert len(shown) == 2 and shown[0].startswith(A) and shown[1].startswith(B)
+    at.number_input(key="compare_thr").set_value(50.0).run()  # nothing moves by 50 points
+    assert {m.label: int(m.value) for m in at.metric}["within the threshold"] == N_VAL
+
+
+def test_compare_page_without_a_pair_says_what_to_evaluate(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(records, "REPO_ROOT", tmp_path)  # not the repo's own checkpoints
+    checkpoints = tmp_path / "only"
+    checkpoints.mkdir()
+    make_checkpoint(checkpoints)  # one model on its test set: nothing to compare with
+    monkeypatch.setenv("KPCORE_CHECKPOINTS", str(checkpoints))
+    monkeypatch.delenv("KPCORE_RUNS", raising=False)
+    at = open_page("compare")
+    assert "No two models were evaluated on the same images" in at.info[0].value
+    assert "kpcore evaluate" in at.info[0].value
+
+
+# -------------------------------------------------------------------- slices
+def test_slices_page_regions_pose_size_and_confidence(eval_env) -> None:
+    at = open_page("slices")
+    pick_group(at, "slices_group")
+    at.multiselect(key="slices_models").set_value([B, A]).run()  # B has pose and confidence
+    assert len(charts(at)) == 5  # regions, pose classes, face size, error vs confidence, flagging
+    text = captions(at)
+    assert "Images per bin: " + ", ".join(f"{p} 4" for p in POSES) in text
+    assert f"{B}: Spearman correlation of confidence and NME -" in text  # fixture: lower confidence, larger error
+    assert f"{A}: Spearman" not in text  # A saved no confidence
+
+
+def test_slices_page_without_pose_or_confidence_says_so(eval_env) -> None:
+    at = open_page("slices")
+    pick_group(at, "slices_group")
+    at.multiselect(key="slices_models").set_value([A]).run()
+    text = captions(at)
+    assert "no `pose` column" in text and "No `confidence` column" in text
+    assert len(charts(at)) == 2  # regions, face size
+
+
+# ---------------------------------------------------------------- robustness
+def test_robustness_page_draws_one_chart_per_perturbation(eval_env) -> None:
+    at = open_page("robustness")
+    pick_group(at, "robust_group")
+    assert B in at.multiselect(key="robust_models").value
+    assert len(charts(at)) == 2  # blur, rotate
+    assert "NME in % of the inter-ocular distance" in captions(at)
+
+
+def test_robustness_page_names_a_broken_file(eval_env) -> None:
+    path = eval_env["checkpoints"] / "test-face58-rival" / "eval" / "val" / "robustness.csv"
+    pd.DataFrame({"perturbation": ["blur"], "level": [1]}).to_csv(path, index=False)
+    at = open_page("robustness")
+    assert any("missing columns ['nme', 'strength']" in w.value for w in at.warning)
+
+
+# ------------------------------------------------------------ older pages
+def test_runs_page_separates_heatmap_losses_and_shows_nme_in_percent(eval_env) -> None:
+    at = open_page("runs")
+    at.multiselect(key="runs_selected").set_value(["face-heatmap", "nose-lr1e-3-k5"]).run()
+    assert "`face-heatmap` (integral): trained on a heatmap loss" in captions(at)
+    metrics = next(d.value for d in at.dataframe if "best val NME (%)" in d.value.index)
+    assert "best val NME (%)" in metrics.index and "best_val_nme" not in metrics.index
+    best = float(metrics.loc["best val NME (%)", "face-heatmap"])
+    run = next(r for r in records.list_runs() if r.name == "face-heatmap")
+    assert best == pytest.approx(100 * run.metrics["val_nme"].min(), rel=1e-3)
+    assert list(metrics.columns) == ["face-heatmap", "nose-lr1e-3-k5"]  # every chosen run has its column
+
+
+def test_errors_page_disables_overlay_toggles_over_a_thumbnail_and_has_a_legend(eval_env) -> None:
+    at = open_page("errors")
+    at.selectbox(key="errors_source").set_value(A).run()
+    assert at.toggle(key="errors_lines").proto.disabled and at.toggle(key="errors_ids").proto.disabled
+    text = captions(at)
+    assert ":red[" in text and ":green[" in text
+    assert text.count("Original images not found") == 1 and "--data-root" not in text
+    assert "NME" in at.image[0].proto.imgs[0].caption
+
+
+def test_errors_page_toggles_redraw_dataset_images(eval_env) -> None:
+    make_imm_tree(eval_env["data"], stems=tuple(image_ids()))
+    at = open_page("errors")
+    at.selectbox(key="errors_source").set_value(A).run()
+    assert not at.toggle(key="errors_lines").proto.disabled
+    before = at.image[0].proto.imgs[0].url
+    at.toggle(key="errors_ids").set_value(True).run()
+    assert not at.exception and at.image[0].proto.imgs[0].url != before
+
+
+def test_failure_captions_carry_each_images_nme(eval_env) -> None:
+    at = open_page("failures")
+    at.selectbox(key="failures_source").set_value(A).run()
+    nme = source(A).per_image.set_index("image")["nme"]
+    for im in at.image:
+        caption = im.proto.imgs[0].caption
+        image_id = caption.split(" · ")[1]
+        assert caption.endswith(f"NME {100 * nme[image_id]:.2f}%")
+
+
+def test_data_page_without_data_offers_no_task_and_labels_thumbnails(eval_env) -> None:
+    at = open_page("data")
+    assert not list(at.get("selectbox")) or "data_task" not in [s.key for s in at.selectbox]
+    assert len(at.info) == 1 and captions(at).count("python -m kpcore download imm") == 1
+    assert "Each tile: model" in at.image[0].proto.imgs[0].caption
+
+
+def test_data_page_lists_only_tasks_with_data(eval_env) -> None:
+    make_imm_tree(eval_env["data"])
+    at = open_page("data")
+    assert set(at.selectbox(key="data_task").options) == {"imm_nose", "imm_face"}
+
+
+def test_filters_page_feature_maps_of_a_dataset_image_and_counts(eval_env) -> None:
+    make_imm_tree(eval_env["data"])
+    at = open_page("filters")
+    at.selectbox(key="filters_model").set_value("nose-lr1e-3-k5/best").run()
+    assert any("filters of" in c and "showing all" in c for c in captions(at).splitlines())
+    shown = [im.proto.imgs[0].caption for im in at.image]
+    assert len(shown) == 3 and "33-1m (imm_nose val)" in shown[1]
+    assert "showing all" in shown[2]
+
+
+def test_filters_page_never_feeds_a_marked_up_thumbnail(eval_env) -> None:
+    at = open_page("filters")
+    at.selectbox(key="filters_model").set_value("test-face58").run()
+    assert not at.exception
+    shown = [im.proto.imgs[0].caption for im in at.image]
+    if any((REPO / "webapp" / "examples").glob("*.jpg")):  # a shipped example photo is the default
+        assert len(shown) == 3 and "model input: example photo" in shown[1]
+    else:
+        assert len(shown) == 1 and "Upload a face photo" in at.info[0].value
+    assert not any("thumbnail" in c for c in shown)
