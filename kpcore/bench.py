@@ -137,37 +137,24 @@ def photo_latency(folder: Path, repeats: int, data_root=None) -> dict | None:
 
 
 def dlib_row(data_root, repeats: int) -> dict | None:
-    """dlib's 68-point shape predictor on the same test boxes, if dlib and its model file are here."""
-    try:
-        import dlib  # noqa: F401
-    except ImportError:
-        return None
-    path = Path(os.environ.get("KPCORE_DLIB_PREDICTOR", CHECKPOINTS / "shape_predictor_68_face_landmarks.dat"))
-    if not path.exists():
-        return None
-    import dlib
-
+    """dlib's 68-point shape predictor on the same test boxes (:class:`kpcore.reference.DlibLandmarks`)."""
     from .data.datasets import load_split
     from .data.loader import decode_rgb
     from .metrics import summarize
+    from .reference import DlibLandmarks
 
-    sp = dlib.shape_predictor(str(path))
+    if not DlibLandmarks.available():
+        return None
+    dl = DlibLandmarks()
     samples = load_split("ibug300w", "test", data_root)
-    preds = []
-    for s in samples:
-        img = decode_rgb(s.image_path)
-        left, top, w, h = s.box
-        rect = dlib.rectangle(int(left), int(top), int(left + w - 1), int(top + h - 1))
-        shape = sp(img, rect)
-        preds.append([(shape.part(i).x, shape.part(i).y) for i in range(68)])
-    summary = summarize(np.array(preds, float), np.stack([s.points for s in samples]),
+    preds = np.concatenate([dl.predict_crops(decode_rgb(s.image_path), [s.box]) for s in samples])
+    summary = summarize(preds.astype(float), np.stack([s.points for s in samples]),
                         np.array([s.norm_distance for s in samples]))
     img = decode_rgb(samples[0].image_path)
-    left, top, w, h = samples[0].box
-    rect = dlib.rectangle(int(left), int(top), int(left + w - 1), int(top + h - 1))
-    return {"model": "dlib shape_predictor_68", "task": "ibug300w", "split": "test", "n": summary["n"],
-            "nme": summary["nme"], "mean_px_error": summary["mean_px_error"],
-            "latency_ms_b1": round(_median_ms(lambda: sp(img, rect), repeats), 3)}
+    return {"model": "dlib shape_predictor_68", "architecture": "regression trees (dlib)", "task": "ibug300w",
+            "split": "test", "n": summary["n"], "nme": summary["nme"], "mean_px_error": summary["mean_px_error"],
+            "threads": 1, "latency_ms_b1": round(_median_ms(lambda: dl.predict_crops(img, [samples[0].box]),
+                                                           repeats), 3)}
 
 
 def run_bench(json_out: str | Path | None = None, data_root=None, quick: bool = False,
@@ -214,9 +201,11 @@ def run_bench(json_out: str | Path | None = None, data_root=None, quick: bool = 
         _print_row(extra)
     out = Path(json_out) if json_out else DEFAULT_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs", "torch": torch.__version__,
+    meta = {"section": "model", "machine": machine_description(), "torch": torch.__version__,
             "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    out.write_text(json.dumps([{**r, **meta} for r in rows], indent=2))
+    old = json.loads(out.read_text()) if out.is_file() else []
+    kept = [r for r in old if r.get("section", "model") != "model"]  # the speed/video sections stay
+    out.write_text(json.dumps([{**r, **meta} for r in rows] + kept, indent=2))
     print(f"written: {out}")
     return rows
 
@@ -226,3 +215,341 @@ def _print_row(r: dict) -> None:
             "file_mb", "train_images_per_s", "loader_images_per_s", "end_to_end_ms"]
     print("  ".join(f"{k}={r[k]:.4g}" if isinstance(r.get(k), float) else f"{k}={r[k]}" for k in keys if k in r),
           flush=True)
+
+
+# ------------------------------------------------------------------ video: a clip with known motion
+CLIP_SIZE = (640, 480)
+CLIP_FRAMES = 150
+CLIP_FPS = 30.0
+CLIP_NOISE = 4.0
+"""Standard deviation of the per-frame Gaussian sensor noise, in grey levels."""
+
+
+def moving_clip(image: np.ndarray, points: np.ndarray, n_frames: int = CLIP_FRAMES,
+                size: tuple[int, int] = CLIP_SIZE, face_width: float = 200.0, noise: float = CLIP_NOISE,
+                seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """A real photo moved along a smooth path (shift, scale, in-plane turn) with sensor noise.
+
+    The face (the box of ``points``) is scaled to about ``face_width`` pixels and
+    placed on a Lissajous path through the frame; every frame gets independent
+    Gaussian noise. The true points move with the same matrix as the pixels.
+
+    Returns:
+        ``(frames, true_points)``: RGB uint8 ``(H, W, 3)`` frames and ``(T, K, 2)`` points.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    x0, y0 = points.min(0)
+    x1, y1 = points.max(0)
+    c0 = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    base = face_width / max(x1 - x0, 1.0)
+    frames, truth = [], []
+    for t in range(n_frames):
+        phase = 2 * np.pi * t / n_frames
+        center = np.array([w / 2 + 0.15 * w * np.sin(phase), h / 2 + 0.08 * h * np.sin(2 * phase)])
+        scale = base * (1 + 0.1 * np.sin(phase + 1.0))
+        angle = np.deg2rad(8.0 * np.sin(phase * 1.5))
+        rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        m = np.hstack([rot, (center - rot @ c0)[:, None]])  # pixel centres -> pixel centres
+        frame = cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        noisy = frame.astype(np.float32) + rng.normal(0, noise, frame.shape).astype(np.float32)
+        frames.append(np.clip(noisy + 0.5, 0, 255).astype(np.uint8))
+        truth.append(points @ rot.T + m[:, 2])
+    return frames, np.stack(truth).astype(np.float32)
+
+
+def video_metrics(pred: np.ndarray, truth: np.ndarray, norm_points: tuple[int, int]) -> dict:
+    """NME and jitter of a tracked clip.
+
+    Args:
+        pred, truth: ``(T, K, 2)`` points per frame (NaN rows where a face was missed).
+        norm_points: Point ids whose distance normalises (the outer eye corners).
+
+    Returns:
+        ``nme`` (mean over frames of the mean point error / eye distance), ``jitter``
+        (RMS over frames and points of the frame-to-frame change of the error vector,
+        over the eye distance: what makes points shimmer on a moving face) and
+        ``missed`` (frames without a prediction).
+    """
+    a, b = norm_points
+    eye = np.linalg.norm(truth[:, a] - truth[:, b], axis=-1)  # (T,)
+    err = (pred - truth) / eye[:, None, None]
+    ok = np.isfinite(err).all(axis=(1, 2))
+    nme = float(np.linalg.norm(err[ok], axis=-1).mean()) if ok.any() else float("nan")
+    both = ok[1:] & ok[:-1]
+    step = err[1:][both] - err[:-1][both]
+    jitter = float(np.sqrt((step ** 2).sum(-1).mean())) if both.any() else float("nan")
+    return {"nme": nme, "jitter": jitter, "missed": int((~ok).sum()), "frames": int(len(pred))}
+
+
+# ------------------------------------------------------------------ CPU speed against dlib, photo, video
+SPEED_FACES = 12
+NEW_ARCHITECTURE = "mobilenetv2_heatmap"
+"""The default model's coming architecture: timed with random weights (speed does not depend on them)."""
+NEW_ARCHITECTURE_VARIANTS = (
+    ("mobilenetv2_heatmap (head 64, 128 px)", {}, 128),
+    ("mobilenetv2_heatmap (head 32, 128 px)", {"head_channels": 32}, 128),
+    ("mobilenetv2_heatmap (head 64, 112 px)", {}, 112),
+    ("mobilenetv2_heatmap (head 32, 96 px)", {"head_channels": 32}, 96),
+)
+
+
+def _onnx_folder(folder: Path, tmp: Path) -> Path:
+    """``folder`` if its ``model.onnx`` is current, else a temporary copy with one (the repo is not written)."""
+    import shutil
+
+    from .onnx_runtime import ONNX_FILE, WEIGHTS_KEY, OnnxModel, export_onnx, weights_digest
+
+    if (folder / ONNX_FILE).is_file() and \
+            OnnxModel(folder / ONNX_FILE).metadata.get(WEIGHTS_KEY) == weights_digest(folder):
+        return folder
+    copy = tmp / folder.name
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("eval", "*.onnx"))
+    export_onnx(copy)
+    return copy
+
+
+def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = SPEED_FACES,
+                   repeats: int = 5) -> list[dict]:
+    """ms per face at batch 1, PyTorch vs ONNX vs dlib on the same faces and boxes, interleaved.
+
+    Each timed call is the whole per-face path (crop, normalise, network, map back;
+    for dlib its own feature extraction and cascade). The calls of the methods are
+    interleaved face by face so that machine load falls on all of them alike.
+    """
+    import tempfile
+
+    from .data.datasets import load_split
+    from .imageio import load_image
+    from .onnx_runtime import OnnxModel
+    from .predict import Predictor
+    from .reference import DlibLandmarks
+
+    samples = [s for s in load_split("ibug300w", "test", data_root) if s.box is not None][:faces]
+    images = [load_image(s.image_path) for s in samples]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_dir = _onnx_folder(folder, Path(tmp))
+        methods = {"pytorch": Predictor.from_pretrained(folder, threads=threads, backend="torch"),
+                   "onnxruntime": Predictor.from_pretrained(onnx_dir, threads=threads, backend="onnx")}
+        methods["onnxruntime 1 thread"] = Predictor.from_pretrained(onnx_dir, threads=1, backend="onnx")
+        calls = {name: p.predict_crops for name, p in methods.items()}
+        if DlibLandmarks.available():
+            calls["dlib"] = DlibLandmarks().predict_crops
+        new_models = {}
+        for label, kwargs, side in NEW_ARCHITECTURE_VARIANTS:
+            from .models import create_model
+            from .onnx_runtime import export_model_onnx
+
+            net = create_model(NEW_ARCHITECTURE, num_keypoints=68, in_channels=3, **kwargs)
+            path = export_model_onnx(net, (3, side, side), Path(tmp) / f"new{len(new_models)}.onnx")
+            new_models[label] = (OnnxModel(path, threads), side)
+        times: dict[str, list[float]] = {name: [] for name in [*calls, *new_models]}
+        for img, s in zip(images, samples, strict=True):
+            for _ in range(2):  # warm-up per face
+                for fn in calls.values():
+                    fn(img, [s.box])
+            for _ in range(repeats):
+                for name, fn in calls.items():
+                    t0 = time.perf_counter()
+                    fn(img, [s.box])
+                    times[name].append((time.perf_counter() - t0) * 1000)
+                for label, (m, side) in new_models.items():
+                    x = np.random.default_rng(0).standard_normal((1, 3, side, side)).astype(np.float32)
+                    t0 = time.perf_counter()
+                    m(x)
+                    times[label].append((time.perf_counter() - t0) * 1000)
+    ms = {name: statistics.median(v) for name, v in times.items()}
+    dlib_ms = ms.get("dlib")
+    rows = []
+    for name, value in ms.items():
+        is_new = name in new_models
+        rows.append({"section": "speed", "model": name if is_new or name == "dlib" else folder.name,
+                     "backend": "onnxruntime (network only, random weights)" if is_new else name,
+                     "ms_per_face": round(value, 3), "faces": len(samples), "calls": len(times[name]),
+                     "threads": 1 if name in ("dlib", "onnxruntime 1 thread") else threads,
+                     "vs_dlib": round(value / dlib_ms, 2) if dlib_ms else None})
+    return rows
+
+
+def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 10) -> dict | None:
+    """A 1280x960 photo with one face, end to end, split into detection / landmarks / drawing (medians)."""
+    import cv2
+
+    from .data.datasets import load_split
+    from .data.loader import decode_rgb
+    from .detect import FaceDetector
+    from .predict import Predictor
+    from .track import TrackedFace, draw_faces
+
+    try:
+        sample = load_split("ibug300w", "test", data_root)[0]
+    except FileNotFoundError:
+        return None
+    img = cv2.resize(decode_rgb(sample.image_path), PHOTO_SIZE, interpolation=cv2.INTER_LINEAR)
+    pred = Predictor.from_pretrained(folder, threads=threads)
+    pred._detector = FaceDetector(threads=threads)
+    parts: dict[str, list[float]] = {"detect_ms": [], "landmarks_ms": [], "draw_ms": [], "end_to_end_ms": []}
+    for i in range(repeats + 2):
+        t0 = time.perf_counter()
+        faces = pred.detector().detect(img)
+        t1 = time.perf_counter()
+        regions = [pred.detector_region(f.box, PHOTO_SIZE) for f in faces]
+        pts = pred.predict_regions([img] * len(regions), regions)
+        t2 = time.perf_counter()
+        draw_faces(img, [TrackedFace(j, p, p, r) for j, (p, r) in enumerate(zip(pts, regions, strict=True))],
+                   pred.facts)
+        t3 = time.perf_counter()
+        if i >= 2:
+            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
+                parts[key].append(value * 1000)
+    return {"section": "photo", "model": folder.name, "backend": "onnxruntime" if pred.onnx_model else "pytorch",
+            "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}", "faces": len(faces), "threads": threads,
+            **{k: round(statistics.median(v), 1) for k, v in parts.items()}}
+
+
+def detection_recall(data_root=None, threads: int = 2) -> dict | None:
+    """Faces of helen/testset found by the detector (two-pass default), as ``kpcore calibrate`` matches them."""
+    from .calibrate import match_detection
+    from .data.datasets import load_split
+    from .data.loader import decode_rgb
+    from .detect import FaceDetector
+
+    try:
+        samples = [s for s in load_split("ibug300w", "test", data_root) if s.image_id.startswith("helen/testset")]
+    except FileNotFoundError:
+        return None
+    det = FaceDetector(threads=threads)
+    found = sum(match_detection(det, decode_rgb(s.image_path), s) is not None for s in samples)
+    return {"section": "detection", "model": "face-detector", "photos": "helen/testset", "n": len(samples),
+            "found": found, "coarse_side": det.coarse_side, "max_side": det.max_side}
+
+
+def video_bench(folder: Path, data_root=None, threads: int = 2, frames: int = CLIP_FRAMES,
+                per_frame_baseline: bool = True) -> list[dict]:
+    """``kpcore track`` on a 640x480 clip with known motion: frames/s of the whole command, NME and jitter.
+
+    The clip is a helen/testset photo moved along a smooth path with sensor noise
+    (:func:`moving_clip`). frames/s counts the whole ``python -m kpcore track``
+    process (imports, model loading, decoding, writing the CSV). Jitter and NME are
+    measured with smoothing on and off, and for the per-frame photo path
+    (detector + points on every frame) as the baseline.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    from .data.datasets import load_split
+    from .imageio import load_image
+    from .predict import Predictor
+    from .track import VideoWriter, track
+
+    try:
+        sample = [s for s in load_split("ibug300w", "test", data_root) if s.image_id.startswith("helen/testset")][0]
+    except (FileNotFoundError, IndexError):
+        return []
+    clip, truth = moving_clip(load_image(sample.image_path), sample.points, n_frames=frames)
+    pred = Predictor.from_pretrained(folder, threads=threads)
+    norm = pred.facts.norm_points
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        with VideoWriter(path, CLIP_FPS, CLIP_SIZE) as w:
+            for f in clip:
+                w.write(f)
+        env = {**os.environ, "KPCORE_PROGRESS": "0"}
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "kpcore", "track", str(path), "--csv", str(Path(tmp) / "p.csv"),
+                        "--model", str(folder), "--threads", str(threads)], check=True, env=env,
+                       capture_output=True)
+        command_fps = frames / (time.perf_counter() - t0)
+        for smooth in (False, True):
+            t0 = time.perf_counter()
+            pts = [r.faces[0].points if r.faces else np.full((pred.facts.num_points, 2), np.nan)
+                   for r in track(clip, pred, smooth=smooth, fps=CLIP_FPS)]
+            loop_fps = frames / (time.perf_counter() - t0)
+            m = video_metrics(np.stack(pts), truth, norm)
+            rows.append({"section": "video", "model": folder.name, "method": "kpcore track" +
+                         ("" if smooth else " --no-smooth"), "clip": f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]}, {frames} frames",
+                         "nme": round(m["nme"], 5), "jitter": round(m["jitter"], 5), "missed": m["missed"],
+                         "loop_fps": round(loop_fps, 1),
+                         "command_fps": round(command_fps, 1) if smooth else None, "threads": threads})
+        if per_frame_baseline:
+            t0 = time.perf_counter()
+            pts = []
+            for f in clip:
+                faces = pred.predict(f, confidence=False) if _predict_has_confidence() else pred.predict(f)
+                pts.append(faces[0].points if faces else np.full((pred.facts.num_points, 2), np.nan))
+            loop_fps = frames / (time.perf_counter() - t0)
+            m = video_metrics(np.stack(pts), truth, norm)
+            rows.append({"section": "video", "model": folder.name, "method": "photo path per frame (baseline)",
+                         "clip": f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]}, {frames} frames", "nme": round(m["nme"], 5),
+                         "jitter": round(m["jitter"], 5), "missed": m["missed"], "loop_fps": round(loop_fps, 1),
+                         "command_fps": None, "threads": threads})
+    return rows
+
+
+def _predict_has_confidence() -> bool:
+    import inspect
+
+    from .predict import Predictor
+
+    return "confidence" in inspect.signature(Predictor.predict).parameters
+
+
+SECTIONS = ("models", "speed", "video")
+
+
+def run_speed_bench(json_out: str | Path | None = None, data_root=None, sections=SECTIONS, threads: int = 2,
+                    model: Path | None = None, quick: bool = False) -> list[dict]:
+    """The CPU-speed sections (speed vs dlib, photo split, detection recall, video); rows merge into the JSON.
+
+    Rows of sections not run now are kept from the existing file.
+    """
+    folder = Path(model) if model else CHECKPOINTS / "face68-300w"
+    out = Path(json_out) if json_out else DEFAULT_OUT
+    rows: list[dict] = []
+    torch.set_num_threads(threads)
+    if "speed" in sections:
+        rows += landmark_speed(folder, data_root, threads, faces=4 if quick else SPEED_FACES,
+                               repeats=2 if quick else 5)
+        for r in rows:
+            _print_any(r)
+        photo = photo_split(folder, data_root, threads, repeats=3 if quick else 10)
+        recall = None if quick else detection_recall(data_root, threads)
+        for r in (photo, recall):
+            if r:
+                rows.append(r)
+                _print_any(r)
+    if "video" in sections:
+        for r in video_bench(folder, data_root, threads, frames=30 if quick else CLIP_FRAMES):
+            rows.append(r)
+            _print_any(r)
+    meta = {"machine": machine_description(), "torch": torch.__version__,
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    rows = [{**r, **meta} for r in rows]
+    ran = {r["section"] for r in rows}
+    old = json.loads(out.read_text()) if out.is_file() else []
+    kept = [r for r in old if r.get("section", "model") not in ran]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(kept + rows, indent=2))
+    print(f"written: {out}")
+    return rows
+
+
+def machine_description() -> str:
+    """CPU model and count, e.g. ``x86_64 AMD EPYC 7B13, 2 CPUs``."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPUs"
+
+
+def _print_any(r: dict) -> None:
+    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)

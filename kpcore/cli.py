@@ -123,9 +123,35 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import SECTIONS, run_bench, run_speed_bench
 
-    run_bench(json_out=args.json, data_root=args.data_root, quick=args.quick)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        print(f"error: unknown --sections {unknown}; choose from {','.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    if "models" in sections:
+        run_bench(json_out=args.json, data_root=args.data_root, quick=args.quick, threads=args.threads)
+    if {"speed", "video"} & set(sections):
+        run_speed_bench(json_out=args.json, data_root=args.data_root, sections=sections,
+                        threads=args.threads or 2, model=args.model, quick=args.quick)
+    return 0
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from .console import progress_enabled
+    from .predict import Predictor
+    from .smoothing import OneEuroParams
+    from .track import track_video
+
+    predictor = Predictor.from_pretrained(args.model, threads=args.threads)
+    params = OneEuroParams(min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff)
+    summary = track_video(args.video, args.csv, args.video_out, predictor, smooth=not args.no_smooth,
+                          params=params, detect_every=args.detect_every, progress=progress_enabled())
+    print(f"{summary['frames']} frames, {summary['faces']} face(s), detector ran on {summary['detector_runs']} "
+          f"frame(s), {summary['fps']} frames/s; points -> {summary['csv']}")
+    if "video" in summary:
+        print(f"annotated video -> {summary['video']} ({summary['codec']})")
     return 0
 
 
@@ -157,6 +183,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .smoothing import OneEuroParams as OneEuroDefaults  # light: numpy only
+
     p = argparse.ArgumentParser(prog="kpcore", description="Facial keypoint detection: data, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
     data_root_help = "folder holding imm_face_db/ and ibug_300W_*/ (default: $KPCORE_DATA or ./data)"
@@ -225,7 +253,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the results here (default: benchmarks/bench.json)")
     s.add_argument("--data-root", help=data_root_help)
     s.add_argument("--quick", action="store_true", help="fewer repetitions")
+    s.add_argument("--sections", default="models,speed,video",
+                   help="comma-separated: models (accuracy, latency, training of every shipped model), speed "
+                        "(ms/face PyTorch vs ONNX vs dlib, photo split, detection recall), video (kpcore track "
+                        "fps, jitter, NME); rows of sections not run are kept")
+    s.add_argument("--model", help="checkpoint for the speed and video sections (default: checkpoints/face68-300w)")
+    s.add_argument("--threads", type=int, help="CPU threads (default 2)")
     s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("track", help="keypoints on every frame of a video, tracked and smoothed, to CSV")
+    s.add_argument("video", help="any video file OpenCV reads (mp4, avi, mkv, webm, y4m...)")
+    s.add_argument("--csv", required=True, help="write frame,face,point,x,y rows here")
+    s.add_argument("--video", dest="video_out", help="also write the annotated video here (.mp4, H.264)")
+    s.add_argument("--model", default="face68-300w", help="checkpoint folder or name (default: face68-300w)")
+    s.add_argument("--no-smooth", action="store_true", help="raw per-frame points (no One Euro filter)")
+    s.add_argument("--min-cutoff", type=float, default=OneEuroDefaults.min_cutoff,
+                   help="One Euro cutoff at rest, Hz (lower: steadier, more lag)")
+    s.add_argument("--beta", type=float, default=OneEuroDefaults.beta,
+                   help="One Euro speed coefficient (higher: less lag in motion)")
+    s.add_argument("--d-cutoff", type=float, default=OneEuroDefaults.d_cutoff, help="One Euro speed cutoff, Hz")
+    s.add_argument("--detect-every", type=int, default=30,
+                   help="frames between searches for new faces (0: only when no face is tracked)")
+    s.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
+    s.set_defaults(func=_cmd_track)
 
     s = sub.add_parser("push", help="push a checkpoint folder to the Hugging Face Hub")
     s.add_argument("model_dir")

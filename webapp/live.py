@@ -50,6 +50,7 @@ from kpcore.errors import NoFaceFoundError
 from kpcore.facts import FACTS, DatasetFacts
 from kpcore.imageio import load_image_with_info
 from kpcore.render import draw_boxes, draw_keypoints
+from webapp.live_video import add_video_tabs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -454,6 +455,7 @@ def build_demo() -> gr.Blocks:
               outputs=[result, json_file, csv_file, summary], api_name="predict", preprocess=False)
         demo.load(availability, outputs=notice, api_visibility="private")
         _morph_tab()
+        add_video_tabs()  # "Webcam" and "Video": kpcore.track on a camera stream or a file
     return demo
 
 
