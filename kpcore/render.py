@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -342,3 +343,203 @@ def augmentation_grid(
         scaled = None if pts is None else (pts + 0.5) * np.array([nw / w, nh / h]) - 0.5
         tiles.append(draw_keypoints(small, None, layout, true_points=scaled, radius=radius))
     return image_grid(tiles, ncols)
+
+
+# ------------------------------------------------------------------ faces in photos
+LOW_CONFIDENCE = 0.5
+"""Faces and points whose confidence is below this are marked as not to be trusted."""
+LOW_COLOR: RGB = (255, 170, 0)
+"""Boxes and labels of low-confidence faces; hollow markers of low-confidence points."""
+AXIS_COLORS: tuple[RGB, RGB, RGB] = ((235, 60, 60), (40, 200, 80), (40, 120, 255))
+"""Head-pose axes: the face's x (to its left ear, image right when frontal), y (down) and z (out of the face)."""
+FACE_RADIUS_FRACTION = 1 / 90
+"""Marker radius as a fraction of the face box's longer side: markers scale with each face, not the photo."""
+FACE_MIN_RADIUS_PX = 1.0
+FACE_MAX_RADIUS_PX = 40.0
+LABEL_FRACTION = 1 / 8
+"""Label text height as a fraction of the face box's side, with the bounds below."""
+MIN_LABEL_PX, MAX_LABEL_PX = 11, 72
+AXIS_LENGTH = 0.45
+"""Pose axes' length as a fraction of the face box's side."""
+CROP_FRAMING = 1.35
+"""A face crop in the gallery is its box enlarged this much (square)."""
+
+
+@dataclass
+class FaceMark:
+    """One face to draw with :func:`draw_faces`.
+
+    Attributes:
+        points: ``(K, 2)`` points in image pixels (NaN rows are skipped).
+        box: Face box ``(left, top, width, height)`` in edge coordinates, or None.
+        label: Text over the box (e.g. ``"face 2 · 99%"``); empty for none.
+        point_confidence: ``(K,)`` in [0, 1] or None; points below ``LOW_CONFIDENCE`` get hollow markers.
+        low: The whole face is of low confidence: its box and label are drawn in :data:`LOW_COLOR`.
+        pose: ``{"yaw", "pitch", "roll"}`` in degrees (:mod:`kpcore.pose`), drawn as axes; or None.
+        axes_origin: Where the pose axes start (default: the centre of the points).
+    """
+
+    points: np.ndarray
+    box: Sequence[float] | None = None
+    label: str = ""
+    point_confidence: np.ndarray | None = None
+    low: bool = False
+    pose: dict | None = None
+    axes_origin: tuple[float, float] | None = None
+
+
+def face_side(mark: FaceMark) -> float:
+    """The face's size in pixels: its box's longer side, else its points' extent."""
+    if mark.box is not None:
+        return float(max(mark.box[2], mark.box[3]))
+    pts = np.asarray(mark.points, float)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    return float(np.ptp(pts, axis=0).max()) if len(pts) > 1 else 32.0
+
+
+def face_radius(side: float) -> float:
+    """Marker radius in pixels for a face of this size."""
+    return float(np.clip(side * FACE_RADIUS_FRACTION, FACE_MIN_RADIUS_PX, FACE_MAX_RADIUS_PX))
+
+
+def _font(size: float) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=max(1, round(size)))
+
+
+def draw_faces(
+    image: np.ndarray | Image.Image,
+    faces: Sequence[FaceMark],
+    layout: DatasetFacts | None = None,
+    *,
+    show_ids: bool = False,
+    pred_color: RGB = PRED_COLOR,
+    box_color: RGB = BOX_COLOR,
+) -> np.ndarray:
+    """Draw every face's points, skeleton, box, label and pose axes, each sized from its own face.
+
+    Marker radius and line widths follow the face box (:func:`face_radius`),
+    so a small face in a group photo and a close-up both show 68 distinct
+    points. Points with a confidence below :data:`LOW_CONFIDENCE` are hollow
+    rings; a low-confidence face's box and label are orange. Labels sit above
+    the box, or inside it at the image's top edge, and never leave the image.
+    Everything is drawn on one supersampled layer (see the module docstring).
+    """
+    base = to_rgb_uint8(image)
+    h, w = base.shape[:2]
+    s = max(1, min(SUPERSAMPLE, MAX_LAYER_SIDE // max(h, w, 1)))
+    layer = Image.new("RGBA", (w * s, h * s), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    edges = list(layout.edges) if layout is not None else []
+
+    def sub(p) -> tuple[float, float]:
+        return (float(p[0]) * s + (s - 1) / 2, float(p[1]) * s + (s - 1) / 2)
+
+    labels = []
+    for mark in faces:
+        pts = _as_points(mark.points, "points")
+        side = face_side(mark)
+        r = face_radius(side)
+        lw = max(1, round(max(1.0, r / 2) * s))
+        conf = None if mark.point_confidence is None else np.asarray(mark.point_confidence, float).ravel()
+        if mark.box is not None:
+            left, top, bw, bh = (float(v) for v in mark.box)
+            color = LOW_COLOR if mark.low else box_color
+            draw.rectangle([sub((left - 0.5, top - 0.5)), sub((left + bw - 0.5, top + bh - 0.5))],
+                           outline=(*color, 255), width=max(1, round(max(1.0, r * 0.6) * s)))
+        if pts is not None:
+            for a, b in edges:
+                if a < len(pts) and b < len(pts) and _visible(pts[a]) and _visible(pts[b]):
+                    draw.line([sub(pts[a]), sub(pts[b])], fill=(*PRED_EDGE_COLOR, 220), width=lw)
+            rs = r * s
+            for j, p in enumerate(pts):
+                if not _visible(p):
+                    continue
+                cx, cy = sub(p)
+                box = [cx - rs, cy - rs, cx + rs, cy + rs]
+                if conf is not None and j < len(conf) and conf[j] < LOW_CONFIDENCE:
+                    draw.ellipse(box, fill=None, outline=(*LOW_COLOR, 255), width=max(1, round(rs * 0.45)))
+                else:
+                    outline = max(1, round(s * 0.6)) if r >= 2.5 else 0
+                    draw.ellipse(box, fill=(*pred_color, 255), outline=(*OUTLINE_COLOR, 200) if outline else None,
+                                 width=outline)
+            if show_ids:
+                font = _font(max(8, 2.5 * r * s))
+                for j, p in enumerate(pts):
+                    if _visible(p):
+                        cx, cy = sub(p)
+                        draw.text((cx + 1.5 * r * s, cy - 1.5 * r * s), str(j), fill=(255, 255, 255, 255),
+                                  font=font, stroke_width=max(1, s), stroke_fill=(0, 0, 0, 255))
+        if mark.pose is not None and pts is not None:
+            from .pose import axes_points
+
+            finite = pts[np.all(np.isfinite(pts), axis=1)]
+            origin = mark.axes_origin or (tuple(finite.mean(axis=0)) if len(finite) else None)
+            if origin is not None:
+                tips = axes_points(mark.pose, origin, AXIS_LENGTH * side)
+                for tip, color in zip(tips, AXIS_COLORS, strict=True):
+                    draw.line([sub(origin), sub(tip)], fill=(*color, 255), width=max(1, round(r * 0.8 * s)))
+                    draw.ellipse([sub(tip)[0] - r * s, sub(tip)[1] - r * s, sub(tip)[0] + r * s,
+                                  sub(tip)[1] + r * s], fill=(*color, 255))
+        if mark.label and mark.box is not None:
+            labels.append((mark, side))
+
+    for mark, side in labels:  # last, so no face's points cover another face's label
+        left, top, bw, bh = (float(v) for v in mark.box)
+        font = _font(np.clip(side * LABEL_FRACTION, MIN_LABEL_PX, MAX_LABEL_PX) * s)
+        x0, y0, x1, y1 = draw.textbbox((0, 0), mark.label, font=font, stroke_width=s)
+        tw, th = x1 - x0, y1 - y0
+        pad = 2 * s
+        bx = min(max(0, sub((left - 0.5, 0))[0]), w * s - tw - 2 * pad)
+        by = sub((0, top - 0.5))[1] - th - 2 * pad
+        if by < 0:  # no room above the box: inside it, at its top
+            by = max(0, sub((0, top - 0.5))[1])
+        by = min(by, h * s - th - 2 * pad)
+        color = LOW_COLOR if mark.low else BOX_COLOR
+        draw.rectangle([bx, by, bx + tw + 2 * pad, by + th + 2 * pad], fill=(*color, 230))
+        draw.text((bx + pad - x0, by + pad - y0), mark.label, fill=(255, 255, 255, 255), font=font)
+
+    if s > 1:
+        layer = layer.convert("RGBa").reduce(s).convert("RGBA")
+    out = Image.fromarray(base).convert("RGBA")
+    out.alpha_composite(layer)
+    return np.asarray(out.convert("RGB"), dtype=np.uint8).copy()
+
+
+def face_crop(
+    image: np.ndarray | Image.Image,
+    mark: FaceMark,
+    layout: DatasetFacts | None = None,
+    *,
+    size: int = 256,
+    framing: float = CROP_FRAMING,
+) -> np.ndarray:
+    """A square ``size`` x ``size`` close-up of one face with its points drawn at that resolution.
+
+    The crop (the box enlarged by ``framing``; the points' extent when there
+    is no box) is resized first and the overlay drawn after, so markers stay
+    crisp however small the face is in the photo. Parts outside the photo are gray.
+    """
+    base = to_rgb_uint8(image)
+    if mark.box is not None:
+        left, top, bw, bh = (float(v) for v in mark.box)
+        cx, cy, side = left + bw / 2, top + bh / 2, max(bw, bh) * framing
+    else:
+        pts = np.asarray(mark.points, float)
+        pts = pts[np.all(np.isfinite(pts), axis=1)]
+        lo, hi = (pts.min(0), pts.max(0)) if len(pts) else (np.zeros(2), np.array(base.shape[1::-1], float))
+        cx, cy = (lo + hi) / 2 + 0.5
+        side = float(max(hi - lo).max()) * framing + 1
+    side = max(side, 2.0)
+    k = size / side
+    left, top = cx - side / 2, cy - side / 2
+    # Edge coordinates: crop pixel u covers [left + u / k, left + (u + 1) / k).
+    pil = Image.fromarray(base)
+    crop = pil.transform((size, size), Image.Transform.EXTENT, (left, top, left + side, top + side),
+                         Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+    pts = None if mark.points is None else (np.asarray(mark.points, float) + 0.5 - [left, top]) * k - 0.5
+    box = None if mark.box is None else ((mark.box[0] - left) * k, (mark.box[1] - top) * k,
+                                         mark.box[2] * k, mark.box[3] * k)
+    origin = None if mark.axes_origin is None else tuple((np.asarray(mark.axes_origin) + 0.5 - [left, top]) * k - 0.5)
+    moved = FaceMark(points=pts, box=box, label="", point_confidence=mark.point_confidence, low=mark.low,
+                     pose=mark.pose, axes_origin=origin)
+    return draw_faces(np.asarray(crop), [moved], layout)

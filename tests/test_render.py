@@ -149,3 +149,68 @@ def test_augmentation_grid_calls_draw_fn_n_times() -> None:
     # the point (25, 50) in a 50x100 image lands at (~15.7, 31.5) of each 32x64 tile, drawn green
     assert tuple(grid[2 + 32, 2 + 16]) == TRUE_COLOR
     assert tuple(grid[2 + 32, 2 + 34 + 16]) == TRUE_COLOR
+
+
+# ------------------------------------------------------------ faces in photos
+def _red_area(image: np.ndarray) -> int:
+    return int(np.all(image == PRED_COLOR, axis=-1).sum())
+
+
+def test_markers_scale_with_the_face_not_the_photo() -> None:
+    from kpcore.render import FaceMark, draw_faces
+
+    photo = np.full((1000, 2000, 3), GRAY, np.uint8)
+    small = draw_faces(photo, [FaceMark(points=np.array([[300.0, 300.0]]), box=(250, 250, 90, 90))])
+    large = draw_faces(photo, [FaceMark(points=np.array([[1300.0, 500.0]]), box=(1000, 200, 600, 600))])
+    assert 0 < _red_area(small) < _red_area(large) / 10  # 1 px vs 6.7 px radius: ~45x the area
+    # the same face in a photo 4x larger gets the same marker
+    tiny_photo = np.full((250, 500, 3), GRAY, np.uint8)
+    same = draw_faces(tiny_photo, [FaceMark(points=np.array([[100.0, 100.0]]), box=(55, 55, 90, 90))])
+    assert abs(_red_area(same) - _red_area(small)) <= 2
+
+
+def test_low_confidence_points_are_hollow_and_confident_ones_filled() -> None:
+    from kpcore.render import LOW_COLOR, FaceMark, draw_faces
+
+    points = np.array([[100.0, 100.0], [200.0, 100.0]])
+    out = draw_faces(_blank(300, 300), [FaceMark(points=points, box=(50, 50, 200, 200),
+                                                  point_confidence=np.array([0.9, 0.1]))])
+    assert tuple(out[100, 100]) == PRED_COLOR
+    assert tuple(out[100, 200]) == (GRAY, GRAY, GRAY)  # hollow: the photo shows in the middle
+    ring = out[90:111, 190:211].reshape(-1, 3)
+    assert any(tuple(p) == LOW_COLOR for p in ring)
+
+
+def test_labels_stay_inside_the_image() -> None:
+    from kpcore.render import FaceMark, draw_faces
+
+    def label_pixels(image: np.ndarray) -> int:
+        return int(np.all(np.abs(image.astype(int) - BOX_COLOR) <= 30, axis=-1).sum())
+
+    label = "face 1 · 99% · conf 0.83"
+    middle = draw_faces(_blank(400, 400), [FaceMark(points=None, box=(150, 150, 100, 100), label=label)])
+    # at the top-right corner the label moves inside the box and left of the edge, not off the image
+    corner = draw_faces(_blank(400, 400), [FaceMark(points=None, box=(330, 0, 70, 100), label=label)])
+    assert label_pixels(corner) > 0.8 * label_pixels(middle)
+
+
+def test_pose_axes_are_drawn_from_the_origin() -> None:
+    from kpcore.render import AXIS_COLORS, FaceMark, draw_faces
+
+    mark = FaceMark(points=np.array([[100.0, 100.0]]), box=(50, 50, 100, 100),
+                    pose={"yaw": 0.0, "pitch": 0.0, "roll": 0.0}, axes_origin=(100.0, 100.0))
+    out = draw_faces(_blank(200, 200), [mark])
+    assert tuple(out[100, 135]) == AXIS_COLORS[0]  # x axis: to the image's right
+    assert tuple(out[135, 100]) == AXIS_COLORS[1]  # y axis: down
+
+
+def test_face_crop_is_a_crisp_close_up_with_its_points() -> None:
+    from kpcore.render import FaceMark, draw_faces, face_crop
+
+    photo = _blank(600, 800)
+    mark = FaceMark(points=np.array([[420.0, 320.0]]), box=(380, 280, 80, 80))
+    crop = face_crop(photo, mark, size=256)
+    assert crop.shape == (256, 256, 3)
+    # the box centre (420, 320) is the crop centre; the marker is drawn at the crop's scale, not enlarged
+    assert tuple(crop[128, 128]) == PRED_COLOR
+    assert _red_area(crop) >= 3 * _red_area(draw_faces(photo, [mark]))
