@@ -65,13 +65,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return _cmd_robustness(args)
     from .evaluate import evaluate_model
 
-    summary = evaluate_model(args.model, data_root=args.data_root, split=args.split, labels=args.labels,
-                             json_out=args.json, flip_test=args.flip_test, save=not args.no_save,
-                             boxes=args.boxes)
-    keys = ("n", "mean_px_error", "nme", "failure_rate", "auc", "mae")
-    print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
-                   for k in keys if k in summary))
+    try:
+        summary = evaluate_model(args.model, data_root=args.data_root, split=args.split, labels=args.labels,
+                                 json_out=args.json, flip_test=args.flip_test, save=not args.no_save,
+                                 boxes=args.boxes, dataset=args.dataset, out=args.out)
+    except ValueError as e:  # a split, dataset or box source the task does not have
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_evaluation(summary))
     return 0
+
+
+def format_evaluation(summary: dict) -> str:
+    """What ``kpcore evaluate`` prints: what was measured, the figures, per pose, where it wrote."""
+    pct = 100.0
+    lines = [
+        f"{summary['model']} on {summary['task']} / {summary['split']}: {summary['n']} faces, "
+        f"boxes from the {'face detector' if summary['boxes'] == 'detector' else 'labels'}, "
+        f"flip-test {'on' if summary['flip_test'] else 'off'}",
+        f"  NME {summary['nme'] * pct:.2f}% ({summary['norm']}), failure rate "
+        f"{summary['failure_rate'] * pct:.1f}% (NME > {summary['failure_threshold'] * pct:.0f}%), "
+        f"AUC@{summary['failure_threshold'] * pct:.0f}% {summary['auc']:.3f}, "
+        f"mean error {summary['mean_px_error']:.2f} px",
+    ]
+    if "spearman_confidence" in summary:
+        lines.append(f"  confidence vs NME: Spearman {summary['spearman_confidence']:+.3f}")
+    for row in summary.get("by_pose", []):
+        lines.append(f"  {row['name']:>13}: {row['n']:4d} faces, NME {row['nme'] * pct:5.2f}%, "
+                     f"failure rate {row['failure_rate'] * pct:5.1f}%")
+    if "saved_to" in summary:
+        lines.append(f"  wrote {summary['saved_to']}/ (summary.json, per_image.csv, ced.csv, thumbs/)")
+    else:
+        lines.append("  nothing written (--no-save)")
+    return "\n".join(lines)
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
@@ -163,22 +189,111 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_PREDICT_MODEL = "face68-300w"
+POINT_CSV_HEADER = ("face", "point", "x", "y", "point_confidence", "face_score", "face_confidence",
+                    "yaw", "pitch", "roll")
+
+
+def _model_argument(text: str) -> str:
+    """A model argument as ``resolve_model_dir`` takes it; ``checkpoints/<name>`` of a shipped model
+    works from any folder (not only inside the repository)."""
+    from .hub import shipped_names
+
+    path = Path(text).expanduser()
+    if not path.is_dir() and path.parent.name == "checkpoints" and path.name in shipped_names():
+        return path.name
+    return text
+
+
+def _face_line(i: int, face) -> str:
+    """One line per face: box, detector score, keypoint confidence, head pose."""
+    left, top, width, height = face.box
+    parts = [f"face {i}: box {left:.0f},{top:.0f} {width:.0f}x{height:.0f}", f"score {face.score:.0%}"]
+    if face.confidence is not None:
+        parts.append(f"confidence {face.confidence:.2f}" + (" (low)" if face.confidence < 0.5 else ""))
+    if face.pose is not None:
+        parts.append("yaw {yaw:+.0f} pitch {pitch:+.0f} roll {roll:+.0f} deg".format(**face.pose))
+    return " · ".join(parts)
+
+
+def _write_points_csv(faces, path: str) -> None:
+    import csv
+
+    def fmt(v, digits):
+        return "" if v is None else f"{float(v):.{digits}f}"
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(POINT_CSV_HEADER)
+        for i, face in enumerate(faces, 1):
+            pose = face.pose or {}
+            per_face = [fmt(face.score, 4), fmt(face.confidence, 4), *(fmt(pose.get(k), 2) for k in ("yaw", "pitch", "roll"))]
+            for j, (x, y) in enumerate(face.points):
+                pc = None if face.point_confidence is None else face.point_confidence[j]
+                writer.writerow([i, j, f"{x:.2f}", f"{y:.2f}", fmt(pc, 3), *per_face])
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .errors import NoFaceFoundError
     from .predict import Predictor
 
-    pred = Predictor.from_pretrained(args.model)
-    faces = pred.predict(args.image)
-    print(json.dumps([f.to_dict() for f in faces], indent=2))
-    if args.out:
+    if len(args.inputs) > 2:
+        print(f"error: predict takes [MODEL] PHOTO; got {len(args.inputs)} arguments: {args.inputs}", file=sys.stderr)
+        return 2
+    model, image = (args.inputs if len(args.inputs) == 2 else (args.model, args.inputs[0]))
+    pred = Predictor.from_pretrained(_model_argument(model))
+    try:
+        faces = pred.predict(image, whole_image_if_no_face=args.whole_image)
+    except NoFaceFoundError as e:
+        raise NoFaceFoundError(f"no face found in {image!r}; try a photo where the face is larger and frontal, "
+                               "or pass --whole-image to place the points on the whole image") from e
+    faces.sort(key=lambda f: f.box[0])  # face 1 is the leftmost, as in the demo
+    from .imageio import load_image_with_info
+
+    img, info = load_image_with_info(image)  # the same loader predict used: size, EXIF orientation
+    width, height = info.size
+    whole = args.whole_image and len(faces) == 1 and faces[0].score == 0.0
+    k = len(faces[0].points) if faces else 0
+    head = f"{Path(image).name}: {width}x{height}, "
+    head += (f"no face found, {k} points on the whole image" if whole else
+             f"{len(faces)} face{'s' if len(faces) != 1 else ''}, {k} points each")
+    print(f"{head} ({pred.name})")
+    for i, face in enumerate(faces, 1):
+        print("  " + _face_line(i, face))
+    if args.json:
+        doc = {"image": str(image), "image_size": [width, height], "model": pred.name, "layout": pred.facts.name,
+               "convention": "(x, y) pixels, 0-based, pixel centres; pose in degrees (kpcore.pose)",
+               "faces": [f.to_dict() for f in faces]}
+        text = json.dumps(doc, separators=(",", ":"))
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+            print(f"points written to {args.json}", file=sys.stderr)
+    if args.csv:
+        _write_points_csv(faces, args.csv)
+        print(f"points written to {args.csv}", file=sys.stderr)
+    overlay = args.overlay or args.out
+    if overlay:
         from PIL import Image
 
-        from .render import draw_keypoints
+        from .render import LOW_CONFIDENCE, FaceMark, draw_faces
 
-        img = pred.load_image(args.image)
-        for f in faces:
-            img = draw_keypoints(img, f.points, layout=pred.facts)
-        Image.fromarray(img).save(args.out)
-        print(f"overlay written to {args.out}", file=sys.stderr)
+        shown_scale = np.array(img.shape[1::-1], float) / np.array(info.size, float)
+        marks = []
+        for i, f in enumerate(faces, 1):
+            pts = (np.asarray(f.points, float) + 0.5) * shown_scale - 0.5
+            box = None if whole else [f.box[0] * shown_scale[0], f.box[1] * shown_scale[1],
+                                      f.box[2] * shown_scale[0], f.box[3] * shown_scale[1]]
+            label = "" if whole else f"face {i} · {f.score:.0%}" + (
+                "" if f.confidence is None else f" · conf {f.confidence:.2f}")
+            marks.append(FaceMark(points=pts, box=box, label=label, point_confidence=f.point_confidence,
+                                  low=f.confidence is not None and f.confidence < LOW_CONFIDENCE, pose=f.pose,
+                                  axes_origin=tuple(pts[30]) if len(pts) == 68 else None))
+        Image.fromarray(draw_faces(img, marks, pred.facts)).save(overlay)
+        print(f"overlay written to {overlay}", file=sys.stderr)
     return 0
 
 
@@ -217,13 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint folder or Hub repo id")
-    s.add_argument("model", help="checkpoint folder (e.g. checkpoints/face68-300w) or Hub repo id (user/repo)")
+    s.add_argument("model", help="checkpoint folder (e.g. checkpoints/face68-300w), Hub repo id (user/repo), "
+                                 "or 'dlib' (its 68-point predictor on the same boxes)")
     s.add_argument("--data-root", help=data_root_help)
     s.add_argument("--split", default=None, help="val or test (default: test if the task has one, else val)")
     s.add_argument("--labels", help="an XML in the 300-W form to evaluate on (images relative to it)")
     s.add_argument("--json", help="also write the summary JSON here")
     s.add_argument("--flip-test", action="store_true", help="average with the prediction on the flipped face")
-    s.add_argument("--no-save", action="store_true", help="do not write eval/ files next to the model")
+    s.add_argument("--no-save", action="store_true", help="write no result files")
+    s.add_argument("--out", help="write the result files here (default: <model>/eval/<split>/)")
+    s.add_argument("--dataset", choices=["mtfl"],
+                   help="evaluate on another dataset: mtfl = MTFL's five points mapped from the 68, per pose")
     s.add_argument("--boxes", choices=["dataset", "detector"], default="dataset",
                    help="face boxes from the labels (default) or from the face detector (see `calibrate`)")
     s.add_argument("--perturb", metavar="NAMES",
@@ -284,10 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--private", action="store_true")
     s.set_defaults(func=_cmd_push)
 
-    s = sub.add_parser("predict", help="find faces in a photo and print their keypoints")
-    s.add_argument("model", help="checkpoint folder or Hub repo id")
-    s.add_argument("image")
-    s.add_argument("--out", help="write an overlay image here")
+    s = sub.add_parser("predict", help="find faces in a photo: one line per face (box, score, confidence, pose)")
+    s.add_argument("inputs", nargs="+", metavar="[MODEL] PHOTO",
+                   help="the photo; an optional checkpoint folder, shipped name or Hub id before it")
+    s.add_argument("--model", default=DEFAULT_PREDICT_MODEL,
+                   help=f"checkpoint folder, shipped name or Hub repo id (default: {DEFAULT_PREDICT_MODEL})")
+    s.add_argument("--json", metavar="OUT", help="write the faces as compact JSON here ('-': to stdout)")
+    s.add_argument("--csv", metavar="OUT", help="write one row per point here")
+    s.add_argument("--overlay", metavar="OUT.png", help="write the photo with the points, boxes and pose drawn")
+    s.add_argument("--out", help=argparse.SUPPRESS)  # the old name of --overlay
+    s.add_argument("--whole-image", action="store_true",
+                   help="if no face is found, place the points on the whole image instead of failing")
     s.set_defaults(func=_cmd_predict)
     return p
 

@@ -114,6 +114,35 @@ def _layout_facts(config: dict[str, Any]):
     return None
 
 
+def _aux_facts(config: dict[str, Any]):
+    from .data.datasets import TASKS
+
+    aux = ((config.get("train_config") or {}).get("aux") or {}).get("task")
+    return TASKS[aux].facts if aux in TASKS else None
+
+
+def _training_section(config: dict[str, Any]) -> list[str]:
+    """What the model was trained from: starting weights, data, loss, schedule."""
+    train = config.get("train_config") or {}
+    if not train:
+        return []
+    model = train.get("model") or {}
+    optim = train.get("optim") or {}
+    aux = train.get("aux") or {}
+    start = (f"torchvision `{model['pretrained']}` weights for the trunk (ImageNet)" if model.get("pretrained")
+             else "random initialisation (no pretrained weights)")
+    data = f"`{train.get('task')}` (training split)"
+    if aux.get("task"):
+        data += (f" seen {aux.get('main_repeat', 1)}x per epoch, plus the `{aux['task']}` training split's "
+                 f"partial labels (the model's points mapped to that layout, loss weight {aux.get('weight', 1.0)})")
+    return ["## Training", "", "| field | value |", "|---|---|",
+            f"| starting weights | {start} |", f"| data | {data} |",
+            f"| loss | `{(train.get('loss') or {}).get('name', '?')}` |",
+            f"| schedule | {optim.get('name', '?')}, lr {optim.get('lr', '?')}, batch {optim.get('batch_size', '?')}, "
+            f"{optim.get('epochs', '?')} epochs, {optim.get('schedule', '?')} |",
+            f"| job | `{train.get('name', '?')}` (train_jobs/{train.get('name', '?')}.yaml) |", ""]
+
+
 def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]],
                repo_id: str | None = None) -> str:
     """A Hub model card (README.md with YAML front matter) for a checkpoint.
@@ -163,6 +192,7 @@ def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]]
     if not metrics and not eval_summaries:
         lines += ["No metrics recorded yet.", ""]
 
+    lines += _training_section(config)
     where = json.dumps(repo_id or "user/repo")
     lines += ["## Usage", "", "```python", "from kpcore import Predictor", "",
               f"p = Predictor.from_pretrained({where})  # a Hub repo id or a local folder",
@@ -173,6 +203,9 @@ def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]]
               + " The weights are derived from that data and come with the same terms.", ""]
     if facts is not None and facts.citation:
         lines += ["Please cite:", "", facts.citation, ""]
+    aux_facts = _aux_facts(config)
+    if aux_facts is not None:
+        lines += [f"Also trained on {aux_facts.title}: {aux_facts.licence}", "", aux_facts.citation, ""]
     lines += [CARD_MARKER, ""]
     return "\n".join(lines)
 

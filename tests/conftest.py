@@ -12,6 +12,9 @@ os.environ.setdefault("KPCORE_PROGRESS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("KPCORE_DATA", REPO.parent / "shared" / "data"))
+# ImageNet weights for torchvision's MobileNetV2 lie in ../shared/torch/hub/checkpoints/ on the
+# development and CI machines; torchvision's weights API reads them from $TORCH_HOME offline.
+os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "torch"))
 
 
 def has_dataset(folder: str) -> bool:

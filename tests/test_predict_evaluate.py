@@ -154,13 +154,14 @@ def test_predict_maps_detector_boxes_and_refines_around_the_first_pass():
     p = Predictor(ConstantModel(coords), cfg)
     p._detector = StubDetector([(100.0, 100.0, 50.0, 50.0), (10.0, 10.0, 20.0, 20.0)])
     image = np.zeros((300, 300, 3), np.uint8)
-    faces = p.predict(image)
+    # the stub's two points do not form the layout's 68, so no flip-based confidence here
+    faces = p.predict(image, confidence=False)
     assert len(faces) == 2 and faces[0].score == pytest.approx(0.99)
     # region = the detector box doubled about its centre (125, 125): (75, 75, 100, 100)
     np.testing.assert_allclose(faces[0].crop_box, (75, 75, 100, 100))
     np.testing.assert_allclose(faces[0].points, [[99.5, 99.5], [149.5, 149.5]], atol=1e-4)
     # second pass: region = the extent of the first points (pixel edges), same map -> points move inwards
-    refined = p.predict(image, refine=True)[0]
+    refined = p.predict(image, refine=True, confidence=False)[0]
     box = geo.points_box(faces[0].points)
     cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
     expect = [[cx - box[2] / 4 - 0.5, cy - box[3] / 4 - 0.5], [cx + box[2] / 4 - 0.5, cy + box[3] / 4 - 0.5]]
@@ -168,7 +169,7 @@ def test_predict_maps_detector_boxes_and_refines_around_the_first_pass():
     p._detector = StubDetector([])
     with pytest.raises(NoFaceFoundError, match="no face found"):
         p.predict(image)
-    whole = p.predict(image, whole_image_if_no_face=True)
+    whole = p.predict(image, whole_image_if_no_face=True, confidence=False)
     assert len(whole) == 1 and whole[0].score == 0.0
 
 
@@ -202,3 +203,43 @@ def test_atomic_writes_are_not_private(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "ck").stat().st_mode) == 0o755
+
+
+def test_confidence_is_one_when_the_mirror_agrees_and_falls_as_it_parts():
+    from kpcore.predict import CONFIDENCE_SCALE, confidence_from_flip
+
+    rng = np.random.default_rng(2)
+    pred = rng.uniform(-0.6, 0.6, (3, 68, 2))
+    face, point = confidence_from_flip(pred, pred.copy(), (128, 128), W300_FACTS)
+    np.testing.assert_allclose(face, 1.0)
+    np.testing.assert_allclose(point, 1.0)
+    moved = pred.copy()
+    moved[1, 10] += 0.2  # one point of face 1 parts from its mirror prediction
+    moved[2] += rng.normal(0, 0.1, (68, 2))  # every point of face 2 does
+    face, point = confidence_from_flip(pred, moved, (128, 128), W300_FACTS)
+    assert face[0] == pytest.approx(1.0) and face[2] < face[1] < 1.0
+    assert point[1, 10] < 0.5 and np.all(point[1, np.arange(68) != 10] == pytest.approx(1.0))
+    # the scale: a disagreement of CONFIDENCE_SCALE inter-ocular distances at every point -> 1/e
+    iod = np.linalg.norm((pred[0, 36] - pred[0, 45]) * 64)
+    shifted = pred[:1] + np.array([CONFIDENCE_SCALE * iod / 64, 0.0])
+    face, _ = confidence_from_flip(pred[:1], shifted, (128, 128), W300_FACTS)
+    assert face[0] == pytest.approx(np.exp(-1), rel=0.02)
+
+
+def test_predict_fills_confidence_and_predict_crops_returns_it_on_request():
+    torch.manual_seed(0)
+    from kpcore.models import create_model
+
+    model = create_model("nosenet", num_keypoints=68, in_channels=1, input_size=(64, 64), channels=(4, 4, 4),
+                         hidden=8)
+    p = Predictor(model, config_for())
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    pts, conf, point_conf = p.predict_crops(img, [(10, 10, 50, 60), (40, 30, 70, 70)], with_confidence=True)
+    assert pts.shape == (2, 68, 2) and conf.shape == (2,) and point_conf.shape == (2, 68)
+    assert np.all((conf >= 0) & (conf <= 1)) and np.all((point_conf >= 0) & (point_conf <= 1))
+    np.testing.assert_allclose(pts, p.predict_crops(img, [(10, 10, 50, 60), (40, 30, 70, 70)]), atol=1e-5)
+    p._detector = StubDetector([(40.0, 30.0, 70.0, 70.0)])
+    face = p.predict(img)[0]
+    assert 0 <= face.confidence <= 1 and face.point_confidence.shape == (68,)
+    d = face.to_dict()
+    assert isinstance(d["confidence"], float) and len(d["point_confidence"]) == 68
