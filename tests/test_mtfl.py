@@ -56,12 +56,12 @@ def test_flip_pairs_of_mtfl_swap_eyes_and_mouth_corners():
 
 def test_five_point_box_scales_and_moves_with_the_face():
     five = five_point_matrix("ibug300w") @ (mean_68_shape() * 100)
-    l, t, w, h = five_point_box(five)
+    left, top, w, h = five_point_box(five)
     l2, t2, w2, h2 = five_point_box(five * 2 + 10)
     assert w == pytest.approx(h) and w2 == pytest.approx(2 * w)
-    assert l2 == pytest.approx(2 * l + 10) and t2 == pytest.approx(2 * t + 10)
+    assert l2 == pytest.approx(2 * left + 10) and t2 == pytest.approx(2 * top + 10)
     centre = five.mean(0)
-    assert l < centre[0] < l + w and t < centre[1] < t + h
+    assert left < centre[0] < left + w and top < centre[1] < top + h
 
 
 def test_tiny_mtfl_splits_by_name_hash_and_keeps_pose(tmp_path):
