@@ -235,7 +235,9 @@ def test_bench_page(webapp_env) -> None:
     at = open_page("bench")
     table = at.dataframe[0].value
     assert list(table["model"]) == ["nose-imm", "face58-imm", "face68-300w"]
-    assert len(plotly_charts(at)) == 1
+    assert table["params"].iloc[2] == "11,200,000"  # readable, not 11200000
+    # like with like: one accuracy-vs-latency chart per task, plus training vs loader throughput
+    assert len(plotly_charts(at)) == 4
 
 
 def test_live_page_embeds_gradio_same_origin(webapp_env) -> None:
