@@ -145,8 +145,11 @@ def dlib_row(data_root, repeats: int) -> dict | None:
 
     if not DlibLandmarks.available():
         return None
+    try:
+        samples = load_split("ibug300w", "test", data_root)
+    except FileNotFoundError:  # no 300-W under this data root: no dlib row
+        return None
     dl = DlibLandmarks()
-    samples = load_split("ibug300w", "test", data_root)
     preds = np.concatenate([dl.predict_crops(decode_rgb(s.image_path), [s.box]) for s in samples])
     summary = summarize(preds.astype(float), np.stack([s.points for s in samples]),
                         np.array([s.norm_distance for s in samples]))
