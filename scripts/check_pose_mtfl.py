@@ -17,7 +17,24 @@ bars of issue #11:
 * median |yaw| of frontal faces (class 3): <= 15 degrees;
 * median |yaw| of profiles (classes 1 and 5): >= 40 degrees.
 
-Measured on 2026-..: see MEASURED below (updated by hand after a run).
+Measured (2026-12-02, ``checkpoints/face68-300w``, the ResNet18 heatmap model,
+all 1016 MTFL val faces, a pose for every one):
+
+=========================  =======  ==========================
+figure                     value    bar
+=========================  =======  ==========================
+Spearman (per face)        0.7155   >= 0.85: not met (ceiling 0.7441)
+Spearman (class-balanced)  0.9475   >= 0.85
+side of turned faces       100.0%   >= 97%
+frontal median abs(yaw)    7.8 deg  <= 15
+profile median abs(yaw)    37.9 deg >= 40: not met
+=========================  =======  ==========================
+
+Median yaw per class 1..5: -38.3, -27.5, +0.2, +25.7, +37.7 degrees, so MTFL's
+"left" is the image's left (the face turned towards the picture's left edge, the
+subject's own right; kpcore yaw < 0). The profiles fall short because the
+68-point model, trained on 300-W's near-frontal faces, pulls a profile's points
+towards a frontal shape; the yaw is only as turned as the points are.
 """
 
 from __future__ import annotations
@@ -107,6 +124,7 @@ def main() -> int:
     for key, value in r.items():
         print(f"{key:24s} {value}")
     checks = [("spearman", r["spearman"] >= MIN_SPEARMAN, f">= {MIN_SPEARMAN}"),
+              ("spearman_balanced", r["spearman_balanced"] >= MIN_SPEARMAN, f">= {MIN_SPEARMAN}"),
               ("side_correct", r["side_correct"] >= MIN_SIDE, f">= {MIN_SIDE}"),
               ("frontal_median_abs_yaw", r["frontal_median_abs_yaw"] <= MAX_FRONTAL_MEDIAN,
                f"<= {MAX_FRONTAL_MEDIAN}"),
