@@ -179,6 +179,25 @@ def test_mp4_has_every_frame(tmp_path: Path) -> None:
     assert count == 5
 
 
+def test_mp4_is_h264_that_browsers_play(tmp_path: Path) -> None:
+    if M.mp4_codec() != "h264":
+        pytest.skip("no FFmpeg with libx264 here (pip install imageio-ffmpeg)")
+    frames = [smooth_image(s, size=(65, 47)) for s in range(4)]  # odd sides: padded to even for yuv420p
+    data = M.save_mp4(frames, tmp_path / "m.mp4", fps=10).read_bytes()
+    assert b"avc1" in data  # the H.264 sample entry
+    assert data.index(b"moov") < data.index(b"mdat")  # faststart: playable while it downloads
+
+
+def test_gif_is_shrunk_and_light(tmp_path: Path) -> None:
+    from PIL import Image
+
+    frames = [smooth_image(s, size=(512, 512)) for s in range(6)]
+    path = M.save_gif(frames, tmp_path / "m.gif", fps=10)
+    assert max(Image.open(path).size) == M.GIF_MAX_SIDE
+    dithered = M.save_gif(frames, tmp_path / "d.gif", fps=10, max_side=None, dither=True)
+    assert path.stat().st_size < dithered.stat().st_size / 2
+
+
 # -------------------------------------------------------------------- photos
 def face_ring(cx: float, cy: float, r: float, k: int = 68) -> np.ndarray:
     """A stand-in for 68 face points: two concentric rings (not all cocircular)."""
