@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from kpcore.render import PRED_COLOR
+from kpcore.render import LOW_CONFIDENCE, PRED_COLOR
 from tests.webapp_fixtures import (
     http_get,
     image_ids,
@@ -304,8 +304,72 @@ def test_build_demo_has_the_predict_api_and_example_hook(tmp_path: Path, monkeyp
     demo = live.build_demo()
     config = demo.get_config_file()
     predict = [d for d in config["dependencies"] if d.get("api_name") == "predict"]
-    assert len(predict) == 1 and len(predict[0]["targets"]) == 2  # button click + photo upload
+    assert len(predict) == 1 and len(predict[0]["targets"]) == 1  # the API's own (hidden) trigger
+    ids = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    # the page's event: button click + photo change (uploads, removal, example clicks), all outputs
+    ui = [d for d in config["dependencies"] if len(d["targets"]) == 2
+          and {ids.get(t[0]) for t in d["targets"]} == {"kp-run", "kp-photo"}]
+    assert len(ui) == 1
+    assert {ids[o] for o in ui[0]["outputs"]} == {"kp-error", "kp-result", "kp-faces", "kp-summary",
+                                                  "kp-json", "kp-csv"}
     assert any(c.get("type") == "dataset" for c in config["components"])  # the examples
+
+
+def test_shipped_examples_have_credits() -> None:
+    from webapp import live
+
+    examples = [Path(e[0]).name for e in live.example_photos()]
+    assert "astronaut.jpg" in examples and "group.jpg" in examples
+    credits = (REPO / "webapp" / "examples" / "CREDITS.md").read_text()
+    assert all(f"`{name}`" in credits for name in examples)
+
+
+def test_run_demo_ui_clears_every_output_on_removal_and_on_error(webapp_env, monkeypatch) -> None:
+    from webapp import live
+
+    save_model(webapp_env.checkpoints / "face68-300w", "ibug300w", "ibug300w", 68)
+    monkeypatch.setattr(live, "checkpoint_roots", lambda: [webapp_env.checkpoints])
+
+    def ring(folder, image):
+        t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+        return [{"points": np.stack([80 + 30 * np.cos(t), 60 + 40 * np.sin(t)], 1), "box": [40.0, 15.0, 80.0, 90.0],
+                 "score": 0.99, "confidence": 0.3, "point_confidence": np.linspace(0, 1, 68)}]
+
+    monkeypatch.setattr(live, "predict_faces", ring)
+    error, drawn, crops, summary, json_button, csv_button = live.run_demo_ui(np.full((120, 160, 3), 90, np.uint8))
+    assert error == "" and drawn.shape == (120, 160, 3) and len(crops) == 1 and "face 1" in crops[0][1]
+    assert "0.30 (low)" in summary and "yaw" in summary  # confidence and pose in the summary table
+    faces = json.loads(Path(json_button["value"]).read_text())["faces"]
+    assert faces[0]["confidence"] == 0.3 and set(faces[0]["pose"]) == {"yaw", "pitch", "roll"}
+
+    assert live.run_demo_ui(None) == ("", None, None, "", {"__type__": "update", "value": None,
+                                                           "interactive": False},
+                                      {"__type__": "update", "value": None, "interactive": False})
+    error, drawn, crops, summary, json_button, csv_button = live.run_demo_ui(np.zeros((4, 4, 3), np.uint8))
+    assert "at least 32x32" in error and drawn is None and crops is None and summary == ""
+    assert json_button["value"] is None and json_button["interactive"] is False
+
+    def none_found(folder, image):
+        from kpcore.errors import NoFaceFoundError
+
+        raise NoFaceFoundError("no face")
+
+    monkeypatch.setattr(live, "predict_faces", none_found)
+    error = live.run_demo_ui(np.full((120, 160, 3), 90, np.uint8))[0]
+    assert f"tick &quot;{live.WHOLE_IMAGE_LABEL}&quot;" in error and "whole_image_if_no_face" not in error
+
+
+def test_load_photo_names_the_upload_never_the_server_path(tmp_path: Path) -> None:
+    import gradio as gr
+
+    from webapp import live
+
+    server_copy = tmp_path / "gradio" / "abc123" / "notes.jpg"
+    server_copy.parent.mkdir(parents=True)
+    server_copy.write_text("not a picture")
+    with pytest.raises(gr.Error) as error:
+        live.load_photo({"path": str(server_copy), "orig_name": "my notes.jpg"})
+    assert "'my notes.jpg' is not an image" in error.value.message and str(tmp_path) not in error.value.message
 
 
 # ----------------------------------------------------------- served: one port
@@ -362,18 +426,18 @@ def test_gradio_client_errors_keep_the_server_serving(served: str, tmp_path: Pat
     client = Client(served + "/gradio/", verbose=False, download_files=str(tmp_path / "dl"))
     gray = tmp_path / "gray.png"
     Image.fromarray(np.full((90, 120, 3), 120, np.uint8)).save(gray)
-    with pytest.raises(Exception, match="no face found"):  # kpcore's NoFaceFoundError (a ValueError)
+    with pytest.raises(Exception, match="(?i)no face found"):  # kpcore's NoFaceFoundError (a ValueError)
         client.predict(handle_file(str(gray)), api_name="/predict")
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tiny)
     with pytest.raises(Exception, match="at least 32x32"):  # kpcore's BadImageError
         client.predict(handle_file(str(tiny)), api_name="/predict")
     # the nose model: the repo's shipped one finds no face here; without it, the message says it is missing
-    with pytest.raises(Exception, match="no face found|No checkpoint `nose-imm`"):
+    with pytest.raises(Exception, match="(?i)no face found|No checkpoint `nose-imm`"):
         client.predict(handle_file(str(gray)), "Nose tip, 1 point (IMM)", api_name="/predict")
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not a picture")
-    with pytest.raises(Exception):  # noqa: B017  (Gradio's own decoding error)
+    with pytest.raises(Exception, match="'notes.png' is not an image in a supported format"):  # kpcore's loader
         client.predict(handle_file(str(not_an_image)), api_name="/predict")
     status, _ = http_get(served + "/gradio/config")
     assert status == 200  # still serving
@@ -438,11 +502,28 @@ def test_browser_live_tab_upload_draws_points(served: str, browser_page, tmp_pat
     page.screenshot(path=str(SHOTS / "browser_live.png"), full_page=True)
     with page.expect_download(timeout=30_000) as download:
         frame.locator("#kp-json").click()
-    points = json.loads(Path(download.value.path()).read_text())["faces"][0]["points"]
+    face = json.loads(Path(download.value.path()).read_text())["faces"][0]
+    points = face["points"]
     assert len(points) == 68
-    # the shown result (a PNG, lossless) has a red point under each downloaded point
+    # the shown result (a PNG, lossless) has a red point under each downloaded point it trusts
+    # (points below the confidence bar are hollow orange rings: their centre shows the photo)
     url = src if src.startswith("http") else served + src
     drawn = np.asarray(Image.open(BytesIO(page.request.get(url).body())).convert("RGB"))
     assert drawn.shape[1::-1] == Image.open(photo).size
-    inside = [(x, y) for x, y in points if 0 <= x < drawn.shape[1] and 0 <= y < drawn.shape[0]]
-    assert inside and all(tuple(drawn[round(y), round(x)]) == PRED_COLOR for x, y in inside)
+    trust = face["point_confidence"] or [1.0] * 68
+    inside = [(x, y) for (x, y), c in zip(points, trust, strict=True)
+              if 0 <= x < drawn.shape[1] and 0 <= y < drawn.shape[0] and c >= LOW_CONFIDENCE]
+    assert all(tuple(drawn[round(y), round(x)]) == PRED_COLOR for x, y in inside)
+
+    # an error after a success: the old picture, close-ups, summary and downloads must go
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a picture")
+    frame.locator("#kp-photo button[aria-label='Clear']").first.click()
+    frame.locator("#kp-photo input[type=file]").set_input_files(str(notes))
+    frame.locator("#kp-error").get_by_text("'notes.jpg' is not an image in a supported format").wait_for(
+        timeout=60_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "browser_error_after_success.png"), full_page=True)
+    assert frame.locator("#kp-result img").count() == 0 and frame.locator("#kp-faces img").count() == 0
+    assert "68 points" not in frame.locator("#kp-summary").inner_text()
+    assert frame.locator("#kp-json").is_disabled() and frame.locator("#kp-csv").is_disabled()

@@ -225,8 +225,9 @@ def test_run_demo_huge_photo_points_in_photo_pixels(live, files: Path, photo: Pa
 def test_run_demo_no_face_offers_the_whole_image(live, files: Path) -> None:
     import gradio as gr
 
-    with pytest.raises(gr.Error, match=f"no face found.*{live.WHOLE_IMAGE_LABEL}"):
+    with pytest.raises(gr.Error, match=f"(?i)no face found.*tick \"{live.WHOLE_IMAGE_LABEL}\"") as error:
         live.run_demo(str(files / "landscape.png"))
+    assert "whole_image_if_no_face" not in error.value.message  # no argument a UI user cannot pass
     drawn, json_path, _, summary = live.run_demo(str(files / "landscape.png"), whole_image_if_no_face=True)
     (face,) = json.loads(Path(json_path).read_text())["faces"]
     assert face["score"] == live.WHOLE_IMAGE_SCORE and len(face["points"]) == NUM_POINTS
@@ -242,7 +243,12 @@ def served(tmp_path_factory: pytest.TempPathFactory, checkpoints: Path) -> Itera
     env = {"KPCORE_RUNS": str(tmp / "runs"), "KPCORE_CHECKPOINTS": str(checkpoints),
            "KPCORE_BENCH": str(make_bench(tmp / "bench.json")), "KPCORE_DATA": str(tmp / "nodata")}
     with serve_app(env, tmp / "server.log") as url:
+        SERVER_LOGS[url] = tmp / "server.log"
         yield url
+
+
+SERVER_LOGS: dict[str, Path] = {}
+"""The served app's log file, by base URL (read by the no-traceback test)."""
 
 
 @pytest.fixture(scope="module")
@@ -303,13 +309,43 @@ def test_ui_no_face_says_so_and_offers_the_whole_image(client, files: Path) -> N
 
     from webapp.live import WHOLE_IMAGE_LABEL
 
-    with pytest.raises(AppError, match=f"no face found.*{WHOLE_IMAGE_LABEL}"):
+    with pytest.raises(AppError, match=f"(?i)no face found.*{WHOLE_IMAGE_LABEL}"):
         _predict(client, files / "landscape.png")
     answer, summary = _predict(client, files / "landscape.png", whole_image_if_no_face=True)
     width, height = Image.open(files / "landscape.png").size
     (face,) = answer["faces"]
     assert face["box"] == [0.0, 0.0, width, height] and len(face["points"]) == NUM_POINTS
     assert summary.startswith(f"No face found: {NUM_POINTS} points placed on the whole photo")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BAD))
+def test_ui_morph_and_mean_face_read_photos_with_kpcore(client, files: Path, photo: Path, name: str) -> None:
+    """The Face morph tab's two endpoints: kpcore's message, named as uploaded, no framework internals."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=f"Photo B: .*{BAD[name].match}") as error:
+        client.predict(handle_file(str(photo)), handle_file(str(files / name)), 3, True, api_name="/morph")
+    text = str(error.value)
+    assert f"'{name}'" in text and "preprocess" not in text and "/gradio/" not in text
+    with pytest.raises(AppError, match=f"Only 0 of 2 photos have a usable face.*{BAD[name].match}") as error:
+        client.predict([handle_file(str(files / name)), handle_file(str(files / "landscape.png"))],
+                       api_name="/mean_face")
+    text = str(error.value)
+    assert "landscape.png" in text and "/tmp" not in text and "ImageData" not in text
+
+
+@pytest.mark.slow
+def test_user_mistakes_leave_no_traceback_in_the_server_log(served: str, client, files: Path) -> None:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    for name in ("notes.jpg", "empty.jpg"):
+        with pytest.raises(AppError):
+            client.predict(handle_file(str(files / name)), api_name="/predict")
+    log = SERVER_LOGS[served].read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
 
 
 # ------------------------------------------------------- served: concurrency

@@ -1,4 +1,4 @@
-"""Gradio live demo: a photo or the webcam in, keypoints out (image, JSON, CSV).
+"""Gradio live demo: a photo in, keypoints, head pose and confidence out (image, face close-ups, JSON, CSV).
 
 ``build_demo()`` builds the Blocks; nothing is loaded until the first request.
 ``app.py`` mounts it at ``/gradio`` next to the Streamlit dashboard. Alone:
@@ -9,9 +9,15 @@ API: the main event is ``api_name="predict"`` with the photo first, so::
     from gradio_client import Client, handle_file
     Client("http://host:port/gradio/").predict(handle_file("face.jpg"), api_name="/predict")
 
-returns ``(annotated image, JSON file, CSV file, summary markdown)``. The inputs
-after the photo (model, skeleton, point ids, "use the whole image if no face is
-found") all have defaults. The event skips Gradio's own image decoding
+returns ``(annotated image, JSON file, CSV file, summary markdown)`` and raises
+``AppError`` with kpcore's message for an unusable photo. The inputs after the
+photo (model, skeleton, point ids, "use the whole image if no face is found")
+all have defaults. The page itself uses a private twin of it
+(:func:`run_demo_ui`) that never leaves an earlier photo's results on screen:
+every output is replaced on a new photo, cleared when the photo is removed,
+and on an error cleared with the message shown in a red box above the result
+(and in a toast that stays until closed). Every photo input (keypoints, morph,
+mean face) skips Gradio's own image decoding
 (``preprocess=False``): kpcore's :func:`~kpcore.imageio.load_image` reads the
 uploaded file, so a broken, hostile or unsupported file gets kpcore's message
 (a ``gr.Error``, raised by ``gradio_client`` as ``AppError``), odd encodings
@@ -20,8 +26,15 @@ and huge photos are shrunk, with points still given in the photo's own pixels.
 
 The "Face morph" tab (:func:`_morph_tab`, computing in ``kpcore.morph``) has
 ``api_name="morph"`` (photo A, photo B, frames, loop back -> half-way face, GIF
-shown, GIF file, MP4 file or None, summary) and ``api_name="mean_face"`` (a list
-of photo files -> mean face, summary); both use the ``face68-300w`` checkpoint.
+shown, GIF file, H.264 MP4 file or None, summary) and ``api_name="mean_face"``
+(a list of photo files -> mean face, summary); both use the ``face68-300w``
+checkpoint and read photos with kpcore's loader too.
+
+Overlays are drawn per face (:func:`kpcore.render.draw_faces`): marker sizes
+follow each face's box, boxes are labelled ``face N · 99%`` (the detector's
+score) plus the keypoint model's confidence when it has one, low-confidence
+faces and points are orange / hollow, and 68-point faces get head-pose axes
+(:mod:`kpcore.pose`).
 
 Checkpoints are looked up by folder name (:data:`MODELS`) in ``$KPCORE_CHECKPOINTS``
 (``os.pathsep``-separated folders) and then in ``<repo>/checkpoints``. The one
@@ -31,6 +44,7 @@ call into kpcore is :func:`predict_faces` (tests replace it).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -49,7 +63,7 @@ from kpcore.checkpoint import read_config
 from kpcore.errors import NoFaceFoundError
 from kpcore.facts import FACTS, DatasetFacts
 from kpcore.imageio import load_image_with_info
-from kpcore.render import draw_boxes, draw_keypoints
+from kpcore.render import LOW_CONFIDENCE, FaceMark, draw_faces, face_crop
 from webapp.live_video import add_video_tabs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +78,17 @@ MODELS: dict[str, str] = {
     "Nose tip, 1 point (IMM)": "nose-imm",
 }
 DEFAULT_MODEL = next(iter(MODELS))
-WHOLE_IMAGE_LABEL = "If no face is found, use the whole image"
+WHOLE_IMAGE_LABEL = "Use the whole image if no face is found"
 WHOLE_IMAGE_SCORE = 0.0
 """The score kpcore gives the whole-image "face" of ``predict(..., whole_image_if_no_face=True)``."""
+
+
+POSE_LAYOUT_POINTS = 68
+"""Head pose is estimated for layouts with this many points (300-W's)."""
+CROP_SIDE = 256
+"""Side in pixels of each face's close-up in the gallery."""
+FACE_CROPS_MAX = 24
+"""At most this many close-ups (the largest faces); every face is still in the image and the files."""
 
 
 @dataclass
@@ -76,6 +98,9 @@ class Face:
     points: np.ndarray  # (K, 2) original-image pixels
     box: list[float] | None  # (left, top, width, height)
     score: float | None
+    confidence: float | None = None  # the keypoint model's trust in this face, [0, 1]
+    point_confidence: np.ndarray | None = None  # (K,) the same per point
+    pose: dict | None = None  # {"yaw", "pitch", "roll"} in degrees
 
 
 # ---------------------------------------------------------------- kpcore calls
@@ -128,14 +153,32 @@ def load_photo(photo: Any) -> tuple[np.ndarray, tuple[int, int]]:
     else:
         path, name = getattr(photo, "path", None), getattr(photo, "orig_name", None)
     if not path:
-        raise gr.Error("The photo did not arrive (no file in the request); upload it again.")
-    data = io.BytesIO(Path(path).read_bytes())
-    data.name = str(name or Path(path).name)  # the label in kpcore's messages
+        raise user_error("The photo did not arrive (no file in the request); upload it again.")
+    try:
+        data = io.BytesIO(Path(path).read_bytes())
+    except OSError as e:  # the upload vanished from the server's temp folder
+        raise user_error(f"The photo {name or 'you sent'!s} could not be read back on the server "
+                         f"({type(e).__name__}); upload it again.") from e
+    data.name = str(name or Path(path).name)  # the label in kpcore's messages, never the temp path
     try:
         image, info = load_image_with_info(data)
     except ValueError as e:  # kpcore's BadImageError: what is wrong and what to do
-        raise gr.Error(str(e), print_exception=False) from e  # the user's file, not a server fault
+        raise user_error(str(e)) from e  # the user's file, not a server fault
     return image, info.size
+
+
+def user_error(message: str) -> gr.Error:
+    """A ``gr.Error`` for a user's mistake: no traceback in the server log, the toast stays until closed."""
+    return gr.Error(message, duration=None, print_exception=False)
+
+
+def no_face_message(size: tuple[int, int], whole_image_option: bool = True) -> str:
+    """What to say when the detector finds no face, naming the control that helps."""
+    text = (f"No face found in this {size[0]}x{size[1]} photo. Try one where the face is larger, "
+            "frontal and well lit")
+    if whole_image_option:
+        text += f", or tick \"{WHOLE_IMAGE_LABEL}\" and run again to place the points on the whole photo"
+    return text + "."
 
 
 def to_photo_pixels(face: Face, shown: tuple[int, int], photo: tuple[int, int]) -> Face:
@@ -149,7 +192,7 @@ def to_photo_pixels(face: Face, shown: tuple[int, int], photo: tuple[int, int]) 
     sx, sy = photo[0] / shown[0], photo[1] / shown[1]
     points = (face.points + 0.5) * [sx, sy] - 0.5
     box = None if face.box is None else [face.box[0] * sx, face.box[1] * sy, face.box[2] * sx, face.box[3] * sy]
-    return Face(points, box, face.score)
+    return dataclasses.replace(face, points=points, box=box)
 
 
 def as_face(face: Any) -> Face:
@@ -158,10 +201,22 @@ def as_face(face: Any) -> Face:
         return face.get(name) if isinstance(face, dict) else getattr(face, name, None)
 
     points = np.asarray(get("points"), dtype=np.float64).reshape(-1, 2)
-    box = get("box")
-    score = get("score")
+    box, score, confidence = get("box"), get("score"), get("confidence")
+    point_confidence, pose = get("point_confidence"), get("pose")
     return Face(points, None if box is None else [float(v) for v in box],
-                None if score is None else float(score))
+                None if score is None else float(score),
+                None if confidence is None else float(confidence),
+                None if point_confidence is None else np.asarray(point_confidence, np.float64).ravel(),
+                None if pose is None else {k: float(v) for k, v in dict(pose).items()})
+
+
+def with_pose(face: Face, image_size: tuple[int, int]) -> Face:
+    """``face`` with a head pose when it has 68 points and none yet (kpcore's Predictor sets it)."""
+    if face.pose is not None or len(face.points) != POSE_LAYOUT_POINTS:
+        return face
+    from kpcore.pose import estimate_pose
+
+    return dataclasses.replace(face, pose=estimate_pose(face.points, image_size))
 
 
 # ------------------------------------------------------------------- outputs
@@ -171,7 +226,15 @@ def faces_json(faces: list[Face], model: str, layout: str | None, size: tuple[in
         "layout": layout,
         "image_size": list(size),
         "convention": "(x, y) pixels, 0-based, pixel centres",
-        "faces": [{"box": f.box, "score": f.score, "points": f.points.round(2).tolist()} for f in faces],
+        "pose_convention": "degrees; yaw > 0: face turned to the image's right (the subject's left), "
+                           "pitch > 0: face up, roll > 0: clockwise in the image (kpcore.pose)",
+        "faces": [{"box": None if f.box is None else [round(v, 2) for v in f.box],
+                   "score": None if f.score is None else round(f.score, 4),
+                   "confidence": None if f.confidence is None else round(f.confidence, 4),
+                   "pose": None if f.pose is None else {k: round(v, 2) for k, v in f.pose.items()},
+                   "points": f.points.round(2).tolist(),
+                   "point_confidence": None if f.point_confidence is None else
+                   np.round(f.point_confidence, 3).tolist()} for f in faces],
     }
 
 
@@ -181,15 +244,30 @@ def write_outputs(faces: list[Face], model: str, layout: DatasetFacts | None,
     folder = Path(tempfile.gettempdir()) / "kpcore_live" / uuid.uuid4().hex
     folder.mkdir(parents=True)
     json_path, csv_path = folder / "keypoints.json", folder / "keypoints.csv"
-    json_path.write_text(json.dumps(faces_json(faces, model, layout.name if layout else None, size), indent=1))
+    json_path.write_text(json.dumps(faces_json(faces, model, layout.name if layout else None, size),
+                                    separators=(",", ":")))
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["face", "point", "group", "x", "y"])
+        writer.writerow(CSV_HEADER)
         for i, face in enumerate(faces):
+            pose = face.pose or {}
+            per_face = [_fmt(face.score, 4), _fmt(face.confidence, 4),
+                        *(_fmt(pose.get(k), 2) for k in ("yaw", "pitch", "roll"))]
             for j, (x, y) in enumerate(face.points):
                 group = layout.group_of[j] if layout is not None and j < layout.num_points else ""
-                writer.writerow([i, j, group, f"{x:.2f}", f"{y:.2f}"])
+                pc = face.point_confidence[j] if face.point_confidence is not None and \
+                    j < len(face.point_confidence) else None
+                writer.writerow([i + 1, j, group, f"{x:.2f}", f"{y:.2f}", _fmt(pc, 3), *per_face])
     return str(json_path), str(csv_path)
+
+
+CSV_HEADER = ["face", "point", "group", "x", "y", "point_confidence", "face_score", "face_confidence",
+              "yaw", "pitch", "roll"]
+"""One row per point; the face's values repeat on each of its rows (faces are numbered from 1, as drawn)."""
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
 def availability() -> str:
@@ -204,48 +282,102 @@ def availability() -> str:
     return f"Not available here yet: {', '.join(missing)}."
 
 
-def run_demo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
-             show_ids: bool = False, whole_image_if_no_face: bool = False) -> tuple[np.ndarray, str, str, str]:
-    """The ``predict`` event: keypoints drawn on the photo, JSON and CSV files, a summary.
+@dataclass
+class DemoResult:
+    """Everything one photo gives: the picture, the close-ups, the files and the summary."""
 
-    ``image`` is the upload as Gradio sends it, a path or an RGB array (see
-    :func:`load_photo`). JSON and CSV points are in the pixels of the photo as
-    uploaded, even when a huge photo was shrunk for the detector and the picture.
-    """
+    drawn: np.ndarray
+    crops: list[tuple[np.ndarray, str]]
+    json_path: str
+    csv_path: str
+    summary: str
+
+
+def face_label(index: int, face: Face, whole: bool) -> str:
+    """The text over a face's box: its number, the detector's score, and the model's confidence."""
+    if whole:
+        return "whole image (no face found)"
+    label = f"face {index}"
+    if face.score is not None:
+        label += f" · {face.score:.0%}"
+    if face.confidence is not None:
+        label += f" · conf {face.confidence:.2f}"
+    return label
+
+
+def face_mark(index: int, face: Face, whole: bool) -> FaceMark:
+    """How :func:`kpcore.render.draw_faces` should draw this face."""
+    origin = None
+    if len(face.points) == POSE_LAYOUT_POINTS and np.all(np.isfinite(face.points[30])):
+        origin = (float(face.points[30, 0]), float(face.points[30, 1]))  # the nose tip
+    low = face.confidence is not None and face.confidence < LOW_CONFIDENCE
+    return FaceMark(points=face.points, box=None if whole else face.box, label=face_label(index, face, whole),
+                    point_confidence=face.point_confidence, low=low, pose=face.pose, axes_origin=origin)
+
+
+def _summary_table(faces: list[Face]) -> str:
+    """One Markdown row per face: box, score, confidence, pose."""
+    has_conf = any(f.confidence is not None for f in faces)
+    has_pose = any(f.pose is not None for f in faces)
+    head = ["face", "box (left, top, w, h)", "detector score"]
+    head += ["keypoint confidence"] if has_conf else []
+    head += ["yaw", "pitch", "roll"] if has_pose else []
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, f in enumerate(faces, 1):
+        box = "-" if f.box is None else ", ".join(f"{v:.0f}" for v in f.box)
+        cells = [str(i), box, "-" if f.score is None else f"{f.score:.0%}"]
+        if has_conf:
+            low = f.confidence is not None and f.confidence < LOW_CONFIDENCE
+            cells.append("-" if f.confidence is None else f"{f.confidence:.2f}" + (" (low)" if low else ""))
+        if has_pose:
+            cells += ["-"] * 3 if f.pose is None else [f"{f.pose[k]:+.0f}°" for k in ("yaw", "pitch", "roll")]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+LEGEND = ("**How to read it:** the % beside each face is the face detector's score (how sure it is "
+          "there is a face there); *conf* is the keypoint model's own confidence in that face's points. "
+          "Orange boxes and hollow orange rings mark faces and points whose confidence is below "
+          f"{LOW_CONFIDENCE:.1f}: don't trust those. Axes on the nose: red = the face's left-right, "
+          "green = down, blue = where the face points. Yaw > 0: turned to the image's right; "
+          "pitch > 0: looking up; roll > 0: tilted clockwise.")
+
+
+def predict_photo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
+                  show_ids: bool = False, whole_image_if_no_face: bool = False) -> DemoResult:
+    """Detect, predict, draw and write the files for one photo; raises ``gr.Error`` with a clear message."""
     if image is None:
-        raise gr.Error("Upload a photo first (or take one with the webcam).")
+        raise user_error("Upload a photo first (or click one of the example photos).")
     if model_label not in MODELS:
-        raise gr.Error(f"Unknown model {model_label!r}; choose one of {list(MODELS)}.")
+        raise user_error(f"Unknown model {model_label!r}; choose one of {list(MODELS)}.")
     name = MODELS[model_label]
     folder = checkpoint_folder(name)
     if folder is None:
-        raise gr.Error(f"No checkpoint `{name}` yet: looked in {[str(r) for r in checkpoint_roots()]}. "
-                       "Train or download it, or choose another model.")
+        raise user_error(f"No checkpoint `{name}` on this server yet. Choose another model in the "
+                         "\"Model\" menu (or, if you run the server, put it in `checkpoints/`).")
     image, photo_size = load_photo(image)
     layout = FACTS.get(str(read_config(folder).get("layout")))
+    h, w = image.shape[:2]
     start = time.perf_counter()
     try:
         if whole_image_if_no_face:
             found = predict_faces(folder, image, whole_image_if_no_face=True)
         else:  # the two-argument call: stand-ins for predict_faces in tests take no third
             found = predict_faces(folder, image)
-        faces = [as_face(f) for f in found]
+        faces = [with_pose(as_face(f), (w, h)) for f in found]
+        # Numbered left to right, as people read a group photo (face 1 is the leftmost).
+        faces.sort(key=lambda f: f.box[0] if f.box is not None else 0.0)
     except NoFaceFoundError as e:
-        raise gr.Error(f"no face found in this {photo_size[0]}x{photo_size[1]} photo. Try one where the "
-                       f"face is larger and frontal, or tick \"{WHOLE_IMAGE_LABEL}\" and run again to "
-                       "place the points on the whole photo.", print_exception=False) from e
+        raise user_error(no_face_message(photo_size)) from e
     except ValueError as e:  # kpcore's other user-input errors (bad image) are ValueErrors
-        raise gr.Error(str(e), print_exception=False) from e
+        raise user_error(str(e)) from e
     ms = (time.perf_counter() - start) * 1000
     whole = whole_image_if_no_face and len(faces) == 1 and faces[0].score == WHOLE_IMAGE_SCORE
-    drawn = image
-    for face in faces:
-        drawn = draw_keypoints(drawn, face.points, layout if skeleton else None, show_ids=show_ids)
-    boxes = [f.box for f in faces if f.box is not None]
-    if boxes and not whole:
-        drawn = draw_boxes(drawn, boxes, [f"{f.score:.2f}" if f.score is not None else ""
-                                          for f in faces if f.box is not None])
-    h, w = image.shape[:2]
+    marks = [face_mark(i, f, whole) for i, f in enumerate(faces, 1)]
+    drawn = draw_faces(image, marks, layout if skeleton else None, show_ids=show_ids)
+    largest = sorted(range(len(marks)), key=lambda i: -(faces[i].box[2] * faces[i].box[3] if faces[i].box else 0))
+    crops = [(face_crop(image, marks[i], layout if skeleton else None, size=CROP_SIDE), marks[i].label)
+             for i in sorted(largest[:FACE_CROPS_MAX])]
     photo_faces = [to_photo_pixels(f, (w, h), photo_size) for f in faces]
     json_path, csv_path = write_outputs(photo_faces, name, layout, photo_size)
     k = len(faces[0].points) if faces else 0
@@ -258,7 +390,59 @@ def run_demo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True
     if (w, h) != photo_size:
         summary += (f" · shown at {w}x{h}; the JSON and CSV points are in the "
                     f"{photo_size[0]}x{photo_size[1]} photo's pixels")
-    return drawn, json_path, csv_path, summary
+    if faces and not whole:
+        summary += "\n\n" + _summary_table(photo_faces) + "\n\n" + LEGEND
+    return DemoResult(drawn, crops, json_path, csv_path, summary)
+
+
+def run_demo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
+             show_ids: bool = False, whole_image_if_no_face: bool = False) -> tuple[np.ndarray, str, str, str]:
+    """The ``predict`` API: keypoints drawn on the photo, JSON and CSV files, a summary.
+
+    ``image`` is the upload as Gradio sends it, a path or an RGB array (see
+    :func:`load_photo`). JSON and CSV points are in the pixels of the photo as
+    uploaded, even when a huge photo was shrunk for the detector and the picture.
+    Raises ``gr.Error`` (``AppError`` in ``gradio_client``) with a message saying what to do.
+    """
+    r = predict_photo(image, model_label, skeleton, show_ids, whole_image_if_no_face)
+    return r.drawn, r.json_path, r.csv_path, r.summary
+
+
+UI_OUTPUTS = 6
+"""What :func:`run_demo_ui` updates: error box, result, close-ups, summary, JSON button, CSV button."""
+
+
+def error_box(message: str) -> str:
+    """The red box shown above the result, kept until the next photo or run."""
+    import html
+
+    return (f"<div class='kp-error' role='alert' style='border:2px solid #d92626;background:#fdecec;"
+            f"color:#7a0b0b;padding:10px 14px;border-radius:8px;font-size:15px'><b>Could not use this "
+            f"photo.</b> {html.escape(message)}</div>")
+
+
+def cleared(message: str = "") -> tuple:
+    """Every output of the Keypoints tab emptied (and the error box set to ``message``, if any)."""
+    buttons = gr.update(value=None, interactive=False)
+    return (error_box(message) if message else "", None, None, "", buttons, buttons)
+
+
+def run_demo_ui(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
+                show_ids: bool = False, whole_image_if_no_face: bool = False) -> tuple:
+    """The page's event: like :func:`run_demo`, but no earlier photo's results ever stay on screen.
+
+    No photo (removed): everything cleared. An error: everything cleared, the
+    message in the red box above the result and in a toast that stays until closed.
+    """
+    if image is None:
+        return cleared()
+    try:
+        r = predict_photo(image, model_label, skeleton, show_ids, whole_image_if_no_face)
+    except gr.Error as e:
+        gr.Warning(e.message, duration=None, title="Could not use this photo")
+        return cleared(e.message)
+    files = [gr.update(value=p, interactive=True) for p in (r.json_path, r.csv_path)]
+    return ("", r.drawn, r.crops, r.summary, *files)
 
 
 # ---------------------------------------------------------------- face morph
@@ -294,16 +478,23 @@ def _morpher():
 
     folder = checkpoint_folder(MORPH_MODEL)
     if folder is None:
-        raise gr.Error(f"Face morph needs the checkpoint `{MORPH_MODEL}`, which is not here yet: looked in "
-                       f"{[str(r) for r in checkpoint_roots()]}. Train or download it.")
+        raise user_error(f"Face morph needs the checkpoint `{MORPH_MODEL}`, which is not on this server yet "
+                         "(whoever runs it can put it in `checkpoints/`).")
     return FaceMorpher(_DemoFaceFinder(folder))
 
 
 def _align(morpher, photo: Any, label: str):
+    """The largest face in one photo input, cropped; read by kpcore's loader, errors as ``gr.Error``."""
     try:
-        return morpher.align(photo)
-    except ValueError as e:  # kpcore's BadImageError / NoFaceFoundError
-        raise gr.Error(f"{label}: {e}") from e
+        image, _ = load_photo(photo)
+    except gr.Error as e:
+        raise user_error(f"{label}: {e.message}") from e
+    try:
+        return morpher.align(image)
+    except NoFaceFoundError as e:
+        raise user_error(f"{label}: " + no_face_message((image.shape[1], image.shape[0]), False)) from e
+    except ValueError as e:  # kpcore's other user-input errors
+        raise user_error(f"{label}: {e}") from e
 
 
 def _morph_folder() -> Path:
@@ -312,64 +503,129 @@ def _morph_folder() -> Path:
     return folder
 
 
-def run_morph(photo_a: np.ndarray | None, photo_b: np.ndarray | None, n_frames: int = MORPH_FRAMES,
-              loop_back: bool = True) -> tuple[np.ndarray, str, str, str | None, str]:
-    """The ``morph`` event: the half-way face, the sequence as GIF (shown and to download) and MP4, a summary."""
-    from kpcore.morph import boomerang, morph, morph_sequence, save_gif, save_mp4
+def run_morph(photo_a: Any, photo_b: Any, n_frames: int = MORPH_FRAMES, loop_back: bool = True,
+              progress: gr.Progress | None = None) -> tuple[np.ndarray, str, str, str | None, str]:
+    """The ``morph`` event: the half-way face, the sequence as GIF (shown and to download), an H.264 MP4, a summary.
+
+    The photos are Gradio upload payloads, paths or RGB arrays (:func:`load_photo`).
+    """
+    from kpcore.morph import boomerang, morph, morph_sequence, mp4_codec, save_gif, save_mp4
+
+    def step(fraction: float, text: str) -> None:
+        if progress is not None:
+            progress(fraction, desc=text)
 
     if photo_a is None or photo_b is None:
-        raise gr.Error("Upload two photos, A and B, first.")
-    n_frames = int(n_frames)
+        raise user_error("Upload two photos, A and B, first.")
+    try:
+        n_frames = int(n_frames)
+    except (TypeError, ValueError) as e:
+        raise user_error(f"Frames must be a whole number between 2 and {MORPH_MAX_FRAMES}; got {n_frames!r}.") from e
     if not 2 <= n_frames <= MORPH_MAX_FRAMES:
-        raise gr.Error(f"Frames must be between 2 and {MORPH_MAX_FRAMES}; got {n_frames}.")
+        raise user_error(f"Frames must be between 2 and {MORPH_MAX_FRAMES}; got {n_frames}.")
     morpher = _morpher()
     start = time.perf_counter()
-    a, b = _align(morpher, photo_a, "Photo A"), _align(morpher, photo_b, "Photo B")
+    step(0.05, "Finding the face in photo A")
+    a = _align(morpher, photo_a, "Photo A")
+    step(0.2, "Finding the face in photo B")
+    b = _align(morpher, photo_b, "Photo B")
     found = time.perf_counter()
+    step(0.35, f"Morphing {n_frames} frames")
     try:
         frames = morph_sequence(a.image, a.points, b.image, b.points, n_frames)
         midway = morph(a.image, a.points, b.image, b.points, 0.5)
     except ValueError as e:
-        raise gr.Error(str(e)) from e
+        raise user_error(str(e)) from e
     morphed = time.perf_counter()
     folder = _morph_folder()
     shown = boomerang(frames) if loop_back else frames
+    step(0.6, "Writing the GIF")
     gif = str(save_gif(shown, folder / "morph.gif", MORPH_FPS))
+    step(0.8, "Writing the MP4")
     try:
-        mp4 = str(save_mp4(shown, folder / "morph.mp4", MORPH_FPS))
-    except RuntimeError:  # no MP4 encoder in this OpenCV build: the GIF is enough
+        mp4 = str(save_mp4(shown, folder / "morph.mp4", MORPH_FPS)) if mp4_codec() == "h264" else None
+    except RuntimeError:  # FFmpeg failed: the GIF is enough
         mp4 = None
     summary = (f"{n_frames} frames of {a.image.shape[1]}x{a.image.shape[0]} · faces found in "
                f"{(found - start) * 1000:.0f} ms · morphed in {(morphed - found) * 1000:.0f} ms · "
                f"files written in {(time.perf_counter() - morphed) * 1000:.0f} ms"
-               + ("" if mp4 else " · no MP4 encoder here, GIF only"))
+               + ("" if mp4 else " · no H.264 encoder on this server (pip install imageio-ffmpeg): GIF only"))
     return midway, gif, gif, mp4, summary
 
 
+def _file_payloads(files: Any) -> list[Any]:
+    """The files of a multi-file upload: Gradio payload dicts, paths, or objects with ``.path``/``.name``."""
+    if files is None:
+        return []
+    if isinstance(files, (dict, str, os.PathLike)) or hasattr(files, "path"):
+        files = [files]
+    out = []
+    for f in files:
+        if isinstance(f, (dict, str, os.PathLike)) or hasattr(f, "path"):
+            out.append(f)
+        elif hasattr(f, "name"):  # tempfile-like objects of older Gradio versions
+            out.append(str(f.name))
+    return out
+
+
+def _display_name(f: Any) -> str:
+    if isinstance(f, dict):
+        return str(f.get("orig_name") or Path(str(f.get("path", "photo"))).name)
+    if isinstance(f, (str, os.PathLike)):
+        return Path(f).name
+    return str(getattr(f, "orig_name", None) or Path(str(getattr(f, "path", "photo"))).name)
+
+
 def run_mean_face(files: list[Any] | None) -> tuple[np.ndarray, str]:
-    """The ``mean_face`` event: the average face of the uploaded photos, and a summary."""
+    """The ``mean_face`` event: the average face of the uploaded photos, and a summary.
+
+    Each photo is read by kpcore's loader; one bad photo is skipped (and named),
+    never with a server path.
+    """
     from kpcore.morph import mean_face
 
-    paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
-    if len(paths) < MEAN_FACE_MIN_PHOTOS:
-        raise gr.Error(f"Upload at least {MEAN_FACE_MIN_PHOTOS} photos with a face each.")
-    if len(paths) > MEAN_FACE_MAX_PHOTOS:
-        raise gr.Error(f"Upload at most {MEAN_FACE_MAX_PHOTOS} photos; got {len(paths)}.")
+    photos = _file_payloads(files)
+    if len(photos) < MEAN_FACE_MIN_PHOTOS:
+        raise user_error(f"Upload at least {MEAN_FACE_MIN_PHOTOS} photos with a face each.")
+    if len(photos) > MEAN_FACE_MAX_PHOTOS:
+        raise user_error(f"Upload at most {MEAN_FACE_MAX_PHOTOS} photos; got {len(photos)}.")
     morpher = _morpher()
     faces, skipped = [], []
-    for path in paths:
+    for photo in photos:
+        name = _display_name(photo)
         try:
-            faces.append(morpher.align(path))
-        except ValueError as e:  # one bad photo should not spoil the others
-            skipped.append(f"`{Path(path).name}`: {e}")
+            faces.append(_align(morpher, photo, name))
+        except gr.Error as e:  # one bad photo should not spoil the others
+            skipped.append(e.message)
     if len(faces) < MEAN_FACE_MIN_PHOTOS:
-        raise gr.Error(f"Only {len(faces)} of {len(paths)} photos have a usable face; need "
-                       f"{MEAN_FACE_MIN_PHOTOS}. " + " ".join(skipped))
+        raise user_error(f"Only {len(faces)} of {len(photos)} photos have a usable face; need "
+                         f"{MEAN_FACE_MIN_PHOTOS}. " + " ".join(skipped))
     image, _ = mean_face([f.image for f in faces], [f.points for f in faces])
     summary = f"Mean of {len(faces)} faces."
     if skipped:
-        summary += " Skipped " + "; ".join(skipped)
+        summary += " Skipped: " + " · ".join(skipped)
     return image, summary
+
+
+def run_morph_ui(photo_a: Any, photo_b: Any, n_frames: int = MORPH_FRAMES, loop_back: bool = True,
+                 progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's injection idiom
+    """The Morph button: :func:`run_morph` with every output replaced, or cleared with the error shown."""
+    try:
+        midway, shown, gif, mp4, summary = run_morph(photo_a, photo_b, n_frames, loop_back, progress)
+    except gr.Error as e:
+        gr.Warning(e.message, duration=None, title="Could not morph")
+        return (error_box(e.message), None, None, gr.update(value=None, interactive=False), None, "")
+    return ("", midway, shown, gr.update(value=gif, interactive=True), mp4, summary)
+
+
+def run_mean_face_ui(files: Any) -> tuple:
+    """The "Average the faces" button: :func:`run_mean_face`, or cleared with the error shown."""
+    try:
+        image, summary = run_mean_face(files)
+    except gr.Error as e:
+        gr.Warning(e.message, duration=None, title="Could not average")
+        return error_box(e.message), None, ""
+    return "", image, summary
 
 
 def _morph_tab() -> None:
@@ -379,36 +635,52 @@ def _morph_tab() -> None:
                     "and the face in A turns into the face in B along its 68 keypoints.")
         notice = gr.Markdown(morph_availability())
         with gr.Row():
-            photo_a = gr.Image(label="Photo A", sources=["upload", "webcam", "clipboard"], type="numpy",
-                               image_mode="RGB", elem_id="morph-a")
-            photo_b = gr.Image(label="Photo B", sources=["upload", "webcam", "clipboard"], type="numpy",
-                               image_mode="RGB", elem_id="morph-b")
+            photo_a = gr.Image(label="Photo A", sources=["upload", "clipboard"], type="filepath",
+                               elem_id="morph-a")
+            photo_b = gr.Image(label="Photo B", sources=["upload", "clipboard"], type="filepath",
+                               elem_id="morph-b")
         with gr.Row():
             n_frames = gr.Slider(2, MORPH_MAX_FRAMES, value=MORPH_FRAMES, step=1, label="Frames (A to B)")
             loop_back = gr.Checkbox(value=True, label="Loop back to A")
         button = gr.Button("Morph", variant="primary", elem_id="morph-run")
+        error = gr.HTML(elem_id="morph-error")
         summary = gr.Markdown(elem_id="morph-summary")
         with gr.Row():
             midway = gr.Image(label="Half way", type="numpy", interactive=False, format="png",
                               elem_id="morph-midway")
             animation = gr.Image(label="Morph (GIF)", type="filepath", interactive=False,
                                  elem_id="morph-gif")
-        with gr.Row():
-            gif_file = gr.DownloadButton("Morph as GIF", size="md", elem_id="morph-gif-file")
-            mp4_file = gr.DownloadButton("Morph as MP4", size="md", elem_id="morph-mp4-file")
-        button.click(run_morph, inputs=[photo_a, photo_b, n_frames, loop_back],
-                     outputs=[midway, animation, gif_file, mp4_file, summary], api_name="morph")
+            video = gr.Video(label="Morph (MP4, H.264)", interactive=False, autoplay=True, loop=True,
+                             elem_id="morph-mp4")
+        gif_file = gr.DownloadButton("Morph as GIF", size="md", elem_id="morph-gif-file", interactive=False)
+        outputs = [error, midway, animation, gif_file, video, summary]
+        # The page's button: never raises, so old results never outlive a new photo or an error.
+        button.click(run_morph_ui, inputs=[photo_a, photo_b, n_frames, loop_back], outputs=outputs,
+                     preprocess=False, api_visibility="private")
+        for photo in (photo_a, photo_b):  # a new or removed photo: the old morph is no longer its morph
+            photo.change(lambda: ("", None, None, gr.update(value=None, interactive=False), None, ""),
+                         outputs=outputs, api_visibility="private", show_progress="hidden")
+        # The API (gradio_client): raises AppError with the message. Its trigger is never shown.
+        api = gr.Button(visible=False, elem_id="morph-api")
+        api.click(run_morph, inputs=[photo_a, photo_b, n_frames, loop_back],
+                  outputs=[midway, animation, gif_file, video, summary], api_name="morph", preprocess=False)
 
         gr.Markdown("### Mean face of several photos")
         photos = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath",
                          elem_id="mean-photos")
         mean_button = gr.Button("Average the faces", elem_id="mean-run")
+        mean_error = gr.HTML(elem_id="mean-error")
         with gr.Row():
             mean_image = gr.Image(label="Mean face", type="numpy", interactive=False, format="png",
                                   elem_id="mean-result")
             mean_summary = gr.Markdown(elem_id="mean-summary")
-        mean_button.click(run_mean_face, inputs=[photos], outputs=[mean_image, mean_summary],
-                          api_name="mean_face")
+        mean_button.click(run_mean_face_ui, inputs=[photos], outputs=[mean_error, mean_image, mean_summary],
+                          preprocess=False, api_visibility="private")
+        photos.change(lambda: ("", None, ""), outputs=[mean_error, mean_image, mean_summary],
+                      api_visibility="private", show_progress="hidden")
+        mean_api = gr.Button(visible=False, elem_id="mean-api")
+        mean_api.click(run_mean_face, inputs=[photos], outputs=[mean_image, mean_summary], api_name="mean_face",
+                       preprocess=False)
     # No triggers: runs on page load, so the notice clears once the checkpoint arrives.
     gr.on(None, morph_availability, outputs=notice, api_visibility="private", show_progress="hidden")
 
@@ -421,17 +693,39 @@ def example_photos() -> list[list[str]]:
     return [[str(p)] for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in EXAMPLE_SUFFIXES]
 
 
+FIT_FRAME_JS = """
+() => {
+  // Inside the dashboard's same-origin iframe: grow the iframe to the demo's height, so no tab
+  // needs a scroll bar of its own. Alone in a tab (no frameElement) this does nothing.
+  let frame = null;
+  try { frame = window.frameElement; } catch (e) { return; }
+  if (!frame) return;
+  const fit = () => {
+    const app = document.querySelector(".gradio-container") || document.body;
+    const h = Math.ceil(app.getBoundingClientRect().height) + 32;
+    if (Math.abs(frame.offsetHeight - h) > 8) { frame.style.height = h + "px"; frame.height = String(h); }
+  };
+  new ResizeObserver(fit).observe(document.body);
+  setInterval(fit, 1000);
+  fit();
+}
+"""
+"""Run on page load (``demo.load(js=...)``): sizes the dashboard's iframe to the demo."""
+
+
 def build_demo() -> gr.Blocks:
     """The demo's Blocks; loads nothing until the first prediction."""
     with gr.Blocks(title="kpcore live demo", analytics_enabled=False) as demo:
-        gr.Markdown("## Facial keypoints, live\nUpload a photo or use the webcam, choose a model, "
-                    "and download the points as JSON or CSV. Points are `(x, y)` pixels of your photo.")
+        gr.Markdown("## Facial keypoints, live\nUpload a photo or click an example: every face gets its 68 "
+                    "points, head pose and confidence. Download the points as JSON or CSV; they are `(x, y)` "
+                    "pixels of your photo.")
         notice = gr.Markdown(availability())
         with gr.Tab("Keypoints", id="keypoints"):
             with gr.Row():
-                with gr.Column():
-                    photo = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="numpy",
-                                     image_mode="RGB", elem_id="kp-photo")
+                with gr.Column(scale=2, min_width=300):
+                    # No webcam here: the Webcam / Video tabs stream from a camera (webapp/live_video.py).
+                    photo = gr.Image(label="Photo", sources=["upload", "clipboard"], type="filepath",
+                                     elem_id="kp-photo", height=360)
                     model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="kp-model")
                     with gr.Row():
                         skeleton = gr.Checkbox(value=True, label="Skeleton")
@@ -440,20 +734,35 @@ def build_demo() -> gr.Blocks:
                     button = gr.Button("Find keypoints", variant="primary", elem_id="kp-run")
                     examples = example_photos()
                     if examples:
-                        gr.Examples(examples, inputs=[photo], label="Example photos")
-                with gr.Column():
+                        gr.Examples(examples, inputs=[photo], label="Example photos (click one to run it)",
+                                    elem_id="kp-examples", examples_per_page=8)
+                with gr.Column(scale=3, min_width=360):
+                    error = gr.HTML(elem_id="kp-error")
                     result = gr.Image(label="Keypoints", type="numpy", interactive=False, format="png",
-                                      elem_id="kp-result")
-                    summary = gr.Markdown(elem_id="kp-summary")
+                                      elem_id="kp-result", buttons=["download", "fullscreen"])
                     with gr.Row():
-                        json_file = gr.DownloadButton("Points as JSON", size="md", elem_id="kp-json")
-                        csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv")
+                        json_file = gr.DownloadButton("Points as JSON", size="md", elem_id="kp-json",
+                                                      interactive=False)
+                        csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv",
+                                                     interactive=False)
+            gallery = gr.Gallery(label="Each face, zoomed", columns=6, height="auto", object_fit="contain",
+                                 elem_id="kp-faces", allow_preview=True, format="png")
+            summary = gr.Markdown(elem_id="kp-summary")
+        inputs = [photo, model, skeleton, show_ids, whole_image]
         # preprocess=False: the photo arrives as the uploaded file, and kpcore (not
         # Gradio) decodes it, with kpcore's messages for bad files (see load_photo).
-        # New inputs go last, with defaults, so older API calls keep working.
-        gr.on([button.click, photo.upload], run_demo, inputs=[photo, model, skeleton, show_ids, whole_image],
-              outputs=[result, json_file, csv_file, summary], api_name="predict", preprocess=False)
+        # The page's event never raises, so no output outlives a new photo, a removed one or an error;
+        # photo.change covers uploads, removal and example clicks.
+        gr.on([button.click, photo.change], run_demo_ui, inputs=inputs,
+              outputs=[error, result, gallery, summary, json_file, csv_file], preprocess=False,
+              api_visibility="private")
+        # The API: raises AppError with kpcore's message. New inputs go last, with defaults,
+        # so older API calls keep working. Its trigger is never shown.
+        api = gr.Button(visible=False, elem_id="kp-api")
+        api.click(run_demo, inputs=inputs, outputs=[result, json_file, csv_file, summary], api_name="predict",
+                  preprocess=False)
         demo.load(availability, outputs=notice, api_visibility="private")
+        demo.load(None, js=FIT_FRAME_JS, api_visibility="private")
         _morph_tab()
         add_video_tabs()  # "Webcam" and "Video": kpcore.track on a camera stream or a file
     return demo

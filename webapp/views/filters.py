@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from kpcore.render import maps_grid, to_rgb_uint8
 from webapp import common, records
@@ -117,7 +116,13 @@ def example_image(key: str, task: str | None) -> tuple[np.ndarray, str] | None:
     """
     upload = st.file_uploader("Example image (optional)", type=["png", "jpg", "jpeg", "webp"], key=key)
     if upload is not None:
-        return np.asarray(Image.open(upload).convert("RGB")), upload.name
+        from kpcore.errors import BadImageError
+        from kpcore.imageio import load_image
+
+        try:  # kpcore's loader: the same rules and messages as the live demo (EXIF, 16-bit, bombs, ...)
+            return load_image(upload), upload.name
+        except BadImageError as e:
+            st.error(f"{e} Showing the default example instead.")
     return dataset_example(task) or bundled_example()
 
 
