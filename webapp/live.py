@@ -140,12 +140,16 @@ def load_photo(photo: Any) -> tuple[np.ndarray, tuple[int, int]]:
 
     ``photo`` is what the ``predict`` event receives: Gradio's upload payload
     (a dict with ``path`` and ``orig_name``), or an object with ``.path``, or a
-    path; an array is taken as it is (Python callers, tests). Files are read by
+    path; an array (Python callers, tests) gets the same checks. Everything is read by
     kpcore's loader; its ``BadImageError`` becomes a ``gr.Error`` naming the file
     as the user called it (never the server's temp path).
     """
-    if isinstance(photo, np.ndarray):
-        return photo, (photo.shape[1], photo.shape[0])
+    if isinstance(photo, np.ndarray):  # Python callers and tests: the same checks as a file
+        try:
+            image, info = load_image_with_info(photo)
+        except ValueError as e:
+            raise user_error(str(e)) from e
+        return image, info.size
     if isinstance(photo, dict):
         path, name = photo.get("path"), photo.get("orig_name")
     elif isinstance(photo, (str, os.PathLike)):
