@@ -291,7 +291,7 @@ def test_run_demo_draws_points_and_writes_json_and_csv(webapp_env, monkeypatch) 
     assert len(faces[0]["points"]) == 68
     x, y = faces[0]["points"][0]
     assert tuple(drawn[round(y), round(x)]) == PRED_COLOR
-    assert Path(csv_path).read_text().splitlines()[0] == "face,point,group,x,y"
+    assert Path(csv_path).read_text().splitlines()[0].startswith("face,point,group,x,y,point_confidence")
 
 
 def test_build_demo_has_the_predict_api_and_example_hook(tmp_path: Path, monkeypatch) -> None:

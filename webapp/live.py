@@ -752,6 +752,8 @@ def build_demo() -> gr.Blocks:
             gallery = gr.Gallery(label="Each face, zoomed", columns=6, height="auto", object_fit="contain",
                                  elem_id="kp-faces", allow_preview=True, format="png")
             summary = gr.Markdown(elem_id="kp-summary")
+            # The API's trigger, never shown; inside the tab so the tabs stay one row of tabs.
+            api = gr.Button(visible=False, elem_id="kp-api")
         inputs = [photo, model, skeleton, show_ids, whole_image]
         # preprocess=False: the photo arrives as the uploaded file, and kpcore (not
         # Gradio) decodes it, with kpcore's messages for bad files (see load_photo).
@@ -761,8 +763,7 @@ def build_demo() -> gr.Blocks:
               outputs=[error, result, gallery, summary, json_file, csv_file], preprocess=False,
               api_visibility="private")
         # The API: raises AppError with kpcore's message. New inputs go last, with defaults,
-        # so older API calls keep working. Its trigger is never shown.
-        api = gr.Button(visible=False, elem_id="kp-api")
+        # so older API calls keep working.
         api.click(run_demo, inputs=inputs, outputs=[result, json_file, csv_file, summary], api_name="predict",
                   preprocess=False)
         demo.load(availability, outputs=notice, api_visibility="private")
