@@ -14,7 +14,7 @@ from kpcore.data.loader import InputSpec
 from kpcore.detect import Face
 from kpcore.facts import FACTS
 from kpcore.smoothing import OneEuroFilter, OneEuroParams
-from kpcore.track import CSV_COLUMNS, Tracker, VideoWriter, read_frames
+from kpcore.track import CSV_COLUMNS, Tracker, VideoWriter, read_frames, track_video
 
 from .conftest import REPO, needs_300w
 
@@ -133,6 +133,62 @@ def test_lost_face_is_found_again_with_its_id_and_new_faces_get_new_ids():
         ids.append([f.id for f in faces])
     assert ids[0] == [0] and ids[-1] == [0, 1]  # the second face appears at the periodic detection
     assert max(p.batches) == 2  # both faces in one batch
+
+
+class _NoisyStub(_StubPredictor):
+    """The stub with Gaussian noise on every point, as a real model's per-frame error."""
+
+    def __init__(self, sigma: float, seed: int = 0) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+        self.sigma = sigma
+
+    def predict_regions(self, images, regions):
+        pts = super().predict_regions(images, regions)
+        return (pts + self.rng.normal(0, self.sigma, pts.shape)).astype(np.float32)
+
+
+def test_smoothing_in_the_tracker_calms_a_still_face_and_follows_a_moving_one():
+    frame = np.zeros((240, 320, 3), np.uint8)
+    shown = {}
+    for smooth in (False, True):
+        p = _NoisyStub(sigma=0.5)
+        tracker = Tracker(p, smooth=smooth, params=OneEuroParams(min_cutoff=1.0, beta=30.0), detect_every=0)
+        out = []
+        for i in range(60):
+            p.centres = [np.array([100.0 + (2.0 * (i - 30) if i >= 30 else 0.0), 120.0])]  # still, then 60 px/s
+            out.append(tracker.update(frame, i / 30)[0][0].points - p.centres[0])
+        shown[smooth] = np.stack(out) - _template()  # error per frame
+    still_raw, still_smooth = (np.diff(shown[s][5:30], axis=0).std() for s in (False, True))
+    assert still_smooth < still_raw / 2  # at rest: much less shimmer
+    lag = np.abs(shown[True][45:, :, 0].mean(-1)).max()
+    assert lag < 1.0  # in motion (2 px per frame): the points stay within a pixel of the face
+
+
+def test_track_video_writes_rows_per_face_and_a_browser_video(tmp_path):
+    """The writing side of ``kpcore track`` on a tiny synthetic video, with the stub model."""
+    clip = tmp_path / "tiny.mp4"
+    rng = np.random.default_rng(0)
+    with VideoWriter(clip, 30, (320, 240)) as w:
+        for _ in range(6):
+            w.write(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    p = _StubPredictor()
+    p.centres = [np.array([100.0, 120.0]), np.array([220.0, 120.0])]
+    out_csv, out_mp4 = tmp_path / "pts.csv", tmp_path / "out.mp4"
+    summary = track_video(clip, out_csv, out_mp4, p, smooth=False)
+    assert summary["frames"] == 6 and summary["faces"] == 2 and summary["detector_runs"] == 1
+    with open(out_csv) as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    body = np.array(rows[1:], dtype=float)
+    assert len(body) == 6 * 2 * K
+    assert sorted(set(body[:, 0].astype(int))) == list(range(6)) and set(body[:, 1].astype(int)) == {0, 1}
+    first = body[(body[:, 0] == 0) & (body[:, 1] == 0)][:, 3:5]
+    np.testing.assert_allclose(first, _template() + p.centres[0], atol=0.01)  # written with 2 decimals
+    frames, fps, _, size = read_frames(out_mp4)
+    assert size == (320, 240) and abs(fps - 30) < 0.01 and sum(1 for _ in frames) == 6
+    if shutil.which("ffmpeg"):
+        assert summary["codec"].startswith("H.264")
 
 
 def test_tracker_refuses_whole_image_models():
