@@ -189,6 +189,13 @@ def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]]
         for split, summary in eval_summaries.items():
             lines.append(f"| {split} | " + " | ".join(_fmt(summary.get(k, "")) for k in keys) + " |")
         lines.append("")
+        own_norm = facts.norm_name if facts is not None else None
+        for split, summary in eval_summaries.items():
+            if summary.get("norm") and summary["norm"] != own_norm:
+                lines.append(f"`{split}` is measured on {summary.get('layout', 'another')} points: NME over its "
+                             f"{summary['norm']}, failure at NME > {summary.get('failure_threshold', 0.08)}"
+                             + (", per head pose in its summary.json" if "by_pose" in summary else "") + ".")
+                lines.append("")
     if not metrics and not eval_summaries:
         lines += ["No metrics recorded yet.", ""]
 

@@ -265,7 +265,9 @@ def test_run_demo_turns_kpcore_value_errors_into_gradio_errors(webapp_env, monke
 
     monkeypatch.setattr(live, "predict_faces", bad)
     monkeypatch.setattr(live, "checkpoint_roots", lambda: [webapp_env.checkpoints])  # not the repo's own
-    with pytest.raises(gr.Error, match="need at least 32x32"):
+    with pytest.raises(gr.Error, match="need at least 32x32"):  # predict_faces' own ValueError
+        live.run_demo(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(gr.Error, match="needs at least 32x32"):  # the loader refuses it first
         live.run_demo(np.zeros((2, 2, 3), np.uint8))
     with pytest.raises(gr.Error, match="No checkpoint `nose-imm`"):
         live.run_demo(np.zeros((64, 64, 3), np.uint8), "Nose tip, 1 point (IMM)")

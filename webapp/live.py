@@ -74,6 +74,7 @@ EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # Dropdown label -> checkpoint folder name.
 MODELS: dict[str, str] = {
     "Face, 68 points (300-W)": "face68-300w",
+    "Face, 68 points, ResNet18 from scratch (300-W)": "face68-300w-resnet18",
     "Face, 58 points (IMM)": "face58-imm",
     "Nose tip, 1 point (IMM)": "nose-imm",
 }
