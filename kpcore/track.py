@@ -12,8 +12,9 @@ previous frame (the checkpoint's ``points_box_map``, fitted by ``kpcore
 calibrate``), all faces in one batch. The face detector runs only when there is
 no face yet, when a face is lost (its new points no longer fit the crop they
 came from), and every ``detect_every`` frames to pick up new faces (and to drop
-tracks that no detection confirms). Points are smoothed over time with the One
-Euro filter (:mod:`kpcore.smoothing`), whose parameters are arguments here.
+tracks that no detection confirms). Points are smoothed over time by
+:class:`kpcore.smoothing.FaceFilter`: One Euro filters on the face's motion
+(``params``) and on its shape in its own frame (``shape_params``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import cv2
 import numpy as np
 
 from . import geometry as geo
-from .smoothing import OneEuroFilter, OneEuroParams
+from .smoothing import FaceFilter, OneEuroParams
 
 DEFAULT_MODEL = "face68-300w"
 DETECT_EVERY = 30
@@ -40,6 +41,10 @@ LOST_SHIFT = 0.35
 """A face is lost when its new points' region centre moved by more than this fraction of the crop."""
 LOST_SCALE = (0.6, 1.6)
 """... or when that region's size changed by a factor outside this range in one frame."""
+DRIFT_SCALE = (0.5, 2.0)
+"""... or when it grew or shrank by a factor outside this range since the detector last saw the face
+(a track on something that is not a face tends to shrink a little every frame); the detector then
+looks again on that frame, and a face it finds there keeps its id."""
 MATCH_IOU = 0.3
 """A detection belongs to a track when the boxes overlap at least this much (IoU)."""
 CSV_COLUMNS = ("frame", "face", "point", "x", "y")
@@ -89,7 +94,11 @@ class _Track:
     id: int
     region: tuple[float, float, float, float]
     points: np.ndarray | None = None
-    smooth: OneEuroFilter | None = None
+    smooth: FaceFilter | None = None
+    anchor: float = 0.0  # crop width when the detector last saw this face
+
+    def __post_init__(self) -> None:
+        self.anchor = self.anchor or self.region[2]
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -107,8 +116,10 @@ class Tracker:
 
     Args:
         predictor: A :class:`~kpcore.predict.Predictor` of a box-cropped model.
-        smooth: Apply the One Euro filter to the points.
-        params: The filter's parameters.
+        smooth: Smooth the points over time (:class:`~kpcore.smoothing.FaceFilter`).
+        params: The One Euro parameters of the face's motion (its similarity pose).
+        shape_params: Those of its shape in its own frame (default
+            :data:`kpcore.smoothing.SHAPE_PARAMS`).
         detect_every: Frames between detector runs that look for new faces;
             0 runs it only when no face is tracked.
         max_faces: Track at most this many faces (the largest detections).
@@ -117,7 +128,7 @@ class Tracker:
 
     def __init__(self, predictor, smooth: bool = True, params: OneEuroParams | None = None,
                  detect_every: int = DETECT_EVERY, max_faces: int | None = None,
-                 min_score: float | None = None) -> None:
+                 min_score: float | None = None, shape_params: OneEuroParams | None = None) -> None:
         if predictor.spec.crop_mode != "box":
             raise ValueError(f"tracking needs a model that crops face boxes; {predictor.name} uses the whole "
                              f"image (crop_mode={predictor.spec.crop_mode!r})")
@@ -127,6 +138,7 @@ class Tracker:
         self.smooth = smooth
         self.params = params or OneEuroParams()
         self.params.validate()
+        self.shape_params = shape_params
         self.detect_every = detect_every
         self.max_faces = max_faces
         self.min_score = min_score
@@ -210,6 +222,7 @@ class Tracker:
                        default=(0.0, -1))
             if best[0] >= MATCH_IOU:
                 used.add(best[1])
+                tr.anchor = float(regions[best[1]][2])
                 kept.append(tr)  # keep following it from its own points (a steadier crop)
             elif not drop_unconfirmed:
                 kept.append(tr)
@@ -238,12 +251,14 @@ class Tracker:
         out: list[TrackedFace | None] = []
         for tr, region, p in zip(tracks, regions, pts, strict=True):
             new_region = self.region_from_points(p)
-            if not np.isfinite(p).all() or self._lost(region, new_region):
+            drift = new_region[2] / tr.anchor
+            if not np.isfinite(p).all() or self._lost(region, new_region) or \
+                    not DRIFT_SCALE[0] <= drift <= DRIFT_SCALE[1]:
                 out.append(None)
                 continue
             if self.smooth:
                 if tr.smooth is None:
-                    tr.smooth = OneEuroFilter(self.params)
+                    tr.smooth = FaceFilter(self.params, self.shape_params)
                 shown = tr.smooth(p, t, scale=region[2]).astype(np.float32)
             else:
                 shown = p
@@ -284,13 +299,14 @@ def read_frames(video: str | os.PathLike) -> tuple[Iterator[np.ndarray], float, 
 
 def track(video: str | os.PathLike | Iterable[np.ndarray], predictor=None, *, smooth: bool = True,
           params: OneEuroParams | None = None, detect_every: int = DETECT_EVERY, fps: float | None = None,
-          max_faces: int | None = None, progress: bool = False) -> Iterator[FrameResult]:
+          max_faces: int | None = None, progress: bool = False,
+          shape_params: OneEuroParams | None = None) -> Iterator[FrameResult]:
     """Track faces through a video file (or any iterable of RGB frames); yields one result per frame.
 
     Args:
         video: A path OpenCV can read, or RGB uint8 frames.
         predictor: A :class:`~kpcore.predict.Predictor` (default: ``checkpoints/face68-300w``).
-        smooth: One Euro smoothing of the points (``params`` sets it up).
+        smooth: Smooth the points (``params``, ``shape_params``: see :class:`Tracker`).
         detect_every: See :class:`Tracker`.
         fps: Frame rate for the filter's clock (default: the file's, else 30).
         max_faces: At most this many faces.
@@ -309,7 +325,8 @@ def track(video: str | os.PathLike | Iterable[np.ndarray], predictor=None, *, sm
     else:
         frames = iter(video)
     fps = fps or DEFAULT_FPS
-    tracker = Tracker(predictor, smooth=smooth, params=params, detect_every=detect_every, max_faces=max_faces)
+    tracker = Tracker(predictor, smooth=smooth, params=params, detect_every=detect_every, max_faces=max_faces,
+                      shape_params=shape_params)
     bar = tqdm(total=count or None, unit="frame", desc="tracking", disable=not progress)
     try:
         for i, frame in enumerate(frames):

@@ -1,7 +1,12 @@
-"""Grid search of the One Euro filter's (min_cutoff, beta) for ``kpcore track``: jitter and NME per setting.
+"""Grid search of ``kpcore track``'s smoothing (One Euro min_cutoff, beta of the face's motion): jitter and NME.
 
     KPCORE_DATA=../shared/data python scripts/tune_smoothing.py [--model face68-300w] [--threads 2]
-        [--min-cutoffs 0.5,1,2,4,8,15] [--betas 0,3,10,30,100] [--d-cutoff 1.0] [--frames 150]
+        [--min-cutoffs 2,4,8,15] [--betas 30,100,300] [--d-cutoff 1.0] [--frames 150] [--still-frames 60]
+        [--shape-min-cutoff 0.5 --shape-beta 10]
+
+The tracker smooths with :class:`kpcore.smoothing.FaceFilter`: one One Euro
+filter on the face's similarity pose (the grid's ``min_cutoff`` and ``beta``),
+one on its shape in its own frame (``--shape-*``, fixed over the grid).
 
 Two clips of the same helen/testset photo, both 640x480 with per-frame sensor
 noise (:func:`kpcore.bench.moving_clip`):
@@ -32,11 +37,11 @@ from kpcore.bench import CLIP_FPS, CLIP_NOISE, CLIP_SIZE, moving_clip, video_met
 from kpcore.data.datasets import load_split
 from kpcore.imageio import load_image
 from kpcore.predict import Predictor
-from kpcore.smoothing import OneEuroParams
+from kpcore.smoothing import SHAPE_PARAMS, OneEuroParams
 from kpcore.track import DEFAULT_MODEL, track
 
-DEFAULT_MIN_CUTOFFS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
-DEFAULT_BETAS = (0.0, 3.0, 10.0, 30.0, 100.0)
+DEFAULT_MIN_CUTOFFS = (2.0, 4.0, 8.0, 15.0)
+DEFAULT_BETAS = (30.0, 100.0, 300.0)
 NME_SLACK = 0.02
 """Accepted relative rise of the moving clip's NME over unsmoothed tracking (lag costs accuracy)."""
 FACE_WIDTH = 200.0
@@ -55,10 +60,12 @@ def still_clip(image: np.ndarray, points: np.ndarray, n_frames: int, size: tuple
     return out, np.repeat(truth, n_frames, axis=0)
 
 
-def run(clip: list[np.ndarray], truth: np.ndarray, pred: Predictor, params: OneEuroParams | None) -> dict:
+def run(clip: list[np.ndarray], truth: np.ndarray, pred: Predictor, params: OneEuroParams | None,
+        shape: OneEuroParams | None = None) -> dict:
     """Track ``clip`` (``params=None``: no smoothing); NME and jitter in % of the eye distance."""
     pts = [r.faces[0].points if r.faces else np.full((pred.facts.num_points, 2), np.nan)
-           for r in track(clip, pred, smooth=params is not None, params=params, fps=CLIP_FPS)]
+           for r in track(clip, pred, smooth=params is not None, params=params, shape_params=shape,
+                          fps=CLIP_FPS)]
     m = video_metrics(np.stack(pts), truth, pred.facts.norm_points)
     return {"nme": 100 * m["nme"], "jitter": 100 * m["jitter"], "missed": m["missed"]}
 
@@ -75,18 +82,23 @@ def main() -> int:
     ap.add_argument("--min-cutoffs", type=_floats, default=DEFAULT_MIN_CUTOFFS, help="comma-separated, Hz")
     ap.add_argument("--betas", type=_floats, default=DEFAULT_BETAS, help="comma-separated")
     ap.add_argument("--d-cutoff", type=float, default=OneEuroParams.d_cutoff, help="speed cutoff, Hz")
-    ap.add_argument("--frames", type=int, default=150, help="frames per clip (bench: 150)")
+    ap.add_argument("--shape-min-cutoff", type=float, default=SHAPE_PARAMS.min_cutoff, help="the shape's, Hz")
+    ap.add_argument("--shape-beta", type=float, default=SHAPE_PARAMS.beta, help="the shape's beta")
+    ap.add_argument("--frames", type=int, default=150, help="frames of the moving clip (bench: 150)")
+    ap.add_argument("--still-frames", type=int, help="frames of the still clip (default: --frames)")
     ap.add_argument("--nme-slack", type=float, default=NME_SLACK, help="see the module docstring")
     args = ap.parse_args()
 
     sample = [s for s in load_split("ibug300w", "test", args.data_root) if s.image_id.startswith("helen/testset")][0]
     image = load_image(sample.image_path)
     clips = {"moving": moving_clip(image, sample.points, n_frames=args.frames),
-             "still": still_clip(image, sample.points, n_frames=args.frames)}
+             "still": still_clip(image, sample.points, n_frames=args.still_frames or args.frames)}
     pred = Predictor.from_pretrained(args.model, threads=args.threads)
     backend = "onnxruntime" if pred.onnx_model is not None else "pytorch"
     print(f"model {pred.name} ({pred.config['model']['name']}, {backend}), photo {sample.image_id}, "
-          f"{args.frames} frames per clip at {CLIP_FPS:g} fps, d_cutoff {args.d_cutoff:g} Hz; "
+          f"{args.frames} moving and {args.still_frames or args.frames} still frames at {CLIP_FPS:g} fps, "
+          f"d_cutoff {args.d_cutoff:g} Hz; "
+          f"shape filter min_cutoff {args.shape_min_cutoff:g} Hz, beta {args.shape_beta:g}; "
           f"NME and jitter in % of the eye distance", flush=True)
     t0 = time.perf_counter()
     raw = {name: run(*clip, pred, None) for name, clip in clips.items()}
@@ -99,7 +111,8 @@ def main() -> int:
     for mc in args.min_cutoffs:
         for beta in args.betas:
             params = OneEuroParams(min_cutoff=mc, beta=beta, d_cutoff=args.d_cutoff)
-            res = {name: run(*clip, pred, params) for name, clip in clips.items()}
+            shape = OneEuroParams(min_cutoff=args.shape_min_cutoff, beta=args.shape_beta, d_cutoff=args.d_cutoff)
+            res = {name: run(*clip, pred, params, shape) for name, clip in clips.items()}
             rows.append((mc, beta, res))
             print(f"{mc:10g} {beta:6g}  {res['moving']['nme']:10.3f} {res['moving']['jitter']:13.3f}  "
                   f"{res['still']['nme']:9.3f} {res['still']['jitter']:12.3f}  "
