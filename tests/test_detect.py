@@ -63,7 +63,7 @@ def _row(x1, y1, x2, y2, score=0.9, landmark=(0.5, 0.5)) -> list[float]:
 @pytest.mark.parametrize("width,height,max_side", [(1280, 960, 640), (1300, 900, 640), (333, 250, None),
                                                    (2000, 100, 640)])
 def test_boxes_map_back_exactly(width, height, max_side):
-    det = FaceDetector(max_side=max_side)
+    det = FaceDetector(max_side=max_side, coarse_side=None)  # one pass at max_side (the two-pass path: below)
     fake = det._session = _FakeSession(np.array([_row(0.25, 0.25, 0.5, 0.5, landmark=(0.125, 0.25))]))
     (face,) = det.detect(np.zeros((height, width, 3), np.uint8))
     _, ph, pw, _ = fake.input_shape

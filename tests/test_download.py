@@ -236,5 +236,5 @@ def test_http_error_is_reported(tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(DatasetNotFoundError, match="known: \\['ibug300w', 'imm'\\]"):
+    with pytest.raises(DatasetNotFoundError, match="known: \\['ibug300w', 'imm', 'mtfl'\\]"):
         download_dataset("celeba", "/nonexistent")
