@@ -340,7 +340,7 @@ def track(video: str | os.PathLike | Iterable[np.ndarray], predictor=None, *, sm
 # ------------------------------------------------------------------ drawing and writing
 def draw_faces(frame: np.ndarray, faces: Sequence[TrackedFace], layout=None, label: str | None = None,
                copy: bool = True) -> np.ndarray:
-    """Points (and the layout's skeleton) of every face, with an optional text label, on ``frame``.
+    """Points (and the layout's skeleton) of every face, with an optional text label (bottom left), on ``frame``.
 
     Works on RGB or BGR alike (the colours are symmetric in R and B except the label).
     """
@@ -358,9 +358,10 @@ def draw_faces(frame: np.ndarray, faces: Sequence[TrackedFace], layout=None, lab
         x0, y0 = np.clip(f.points.min(0), 0, [w - 1, h - 1]).astype(int)
         cv2.putText(out, f"#{f.id}", (int(x0), max(12, int(y0) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (255, 255, 0), 1, cv2.LINE_AA)
-    if label:
-        cv2.putText(out, label, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, label, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    if label:  # bottom left: players and Gradio's image label cover the top left corner
+        at = (8, h - 10)
+        cv2.putText(out, label, at, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, label, at, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
