@@ -28,7 +28,7 @@ from .console import progress_enabled
 from .data.datasets import get_task, load_split
 from .data.loader import KeypointDataset, decode_rgb
 from .errors import DatasetNotFoundError
-from .metrics import FAILURE_THRESHOLD, auc, ced, failure_rate, px_error, summarize
+from .metrics import FAILURE_THRESHOLD, ced, failure_rate, px_error, summarize
 from .predict import Predictor
 from .render import draw_keypoints
 
@@ -173,11 +173,9 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
     true = np.stack([s.points for s in samples])
     norm = np.array([s.norm_distance for s in samples])
     threshold = MTFL_FAILURE_THRESHOLD if task.layout == "mtfl" else FAILURE_THRESHOLD
-    summary = summarize(pred, true, norm)
+    summary = summarize(pred, true, norm, threshold)
     per_px = px_error(pred, true)
     per_nme = per_px / norm
-    summary["failure_rate"] = failure_rate(per_nme, threshold)
-    summary["auc"] = auc(per_nme, threshold)
     columns = {"image": [s.image_id for s in samples], "nme": per_nme, "px_error": per_px}
     if confidence is not None:
         columns["confidence"] = confidence

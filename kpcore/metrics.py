@@ -55,8 +55,10 @@ def auc(nmes: np.ndarray, threshold: float = FAILURE_THRESHOLD, steps: int = 160
     return float(np.trapezoid(frac, levels) / threshold)
 
 
-def summarize(pred: np.ndarray, true: np.ndarray, norm: np.ndarray) -> dict:
-    """All headline metrics for a set of predictions (the ``kpcore evaluate`` summary)."""
+def summarize(pred: np.ndarray, true: np.ndarray, norm: np.ndarray,
+              threshold: float = FAILURE_THRESHOLD) -> dict:
+    """All headline metrics for a set of predictions (the ``kpcore evaluate`` summary);
+    ``threshold`` is the failure NME, also the upper end of the AUC."""
     errs = point_errors(pred, true)
     per_image_px = errs.mean(axis=-1)
     per_image_nme = per_image_px / np.asarray(norm, np.float64)
@@ -66,8 +68,8 @@ def summarize(pred: np.ndarray, true: np.ndarray, norm: np.ndarray) -> dict:
         "median_px_error": float(np.median(per_image_px)),
         "nme": float(per_image_nme.mean()),
         "median_nme": float(np.median(per_image_nme)),
-        "failure_rate": failure_rate(per_image_nme),
-        "auc": auc(per_image_nme),
+        "failure_rate": failure_rate(per_image_nme, threshold),
+        "auc": auc(per_image_nme, threshold),
         "mae": mae(pred, true),
         "per_keypoint_px": errs.mean(axis=0).tolist(),
         "per_keypoint_nme": (errs / np.asarray(norm, np.float64)[:, None]).mean(axis=0).tolist(),

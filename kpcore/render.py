@@ -180,6 +180,11 @@ def draw_keypoints(
                 draw.text((cx + 1.5 * r * s, cy - 1.5 * r * s), str(i), fill=(255, 255, 255, 255),
                           font=font, stroke_width=max(1, s), stroke_fill=(0, 0, 0, 255))
 
+    return _composite(base, layer, s)
+
+
+def _composite(base: np.ndarray, layer: Image.Image, s: int) -> np.ndarray:
+    """The overlay ``layer``, drawn ``s`` times supersampled, shrunk and laid over ``base`` (RGB uint8)."""
     if s > 1:
         # Average in premultiplied alpha so edges do not pick up dark fringes.
         layer = layer.convert("RGBa").reduce(s).convert("RGBA")
@@ -498,11 +503,7 @@ def draw_faces(
         draw.rectangle([bx, by, bx + tw + 2 * pad, by + th + 2 * pad], fill=(*color, 230))
         draw.text((bx + pad - x0, by + pad - y0), mark.label, fill=(255, 255, 255, 255), font=font)
 
-    if s > 1:
-        layer = layer.convert("RGBa").reduce(s).convert("RGBA")
-    out = Image.fromarray(base).convert("RGBA")
-    out.alpha_composite(layer)
-    return np.asarray(out.convert("RGB"), dtype=np.uint8).copy()
+    return _composite(base, layer, s)
 
 
 def face_crop(

@@ -143,6 +143,15 @@ def _upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def fpn_top_down(laterals: nn.ModuleList, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """FPN top-down pathway: each level's 1x1 lateral, the coarser sum upsampled onto it, down to
+    the finest level (the first of ``feats``)."""
+    p = laterals[-1](feats[-1])
+    for lateral, f in zip(reversed(laterals[:-1]), reversed(feats[:-1]), strict=True):
+        p = _upsample_to(p, f) + lateral(f)
+    return p
+
+
 class TimmFPNHeatmap(HeatmapRegressor):
     """timm ``features_only`` backbone + a light FPN-style decoder to stride 4.
 
@@ -168,11 +177,7 @@ class TimmFPNHeatmap(HeatmapRegressor):
         self.head = _heatmap_head(head_channels, num_keypoints)
 
     def heatmap_logits(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(x)
-        p = self.laterals[-1](feats[-1])
-        for lateral, f in zip(reversed(self.laterals[:-1]), reversed(feats[:-1]), strict=True):
-            p = _upsample_to(p, f) + lateral(f)
-        return self.head(self.refine(p))
+        return self.head(self.refine(fpn_top_down(self.laterals, self.backbone(x))))
 
 
 class UNetHeatmap(HeatmapRegressor):

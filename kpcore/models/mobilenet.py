@@ -8,7 +8,8 @@ Its ``features`` are cut into four stages ending at strides 4, 8, 16 and 32
 serves the classifier, is dropped).
 
 The decoder is the FPN of :class:`~kpcore.models.heatmap.TimmFPNHeatmap`
-(1x1 laterals, bilinear top-down sum to stride 4) with depthwise-separable
+(:func:`~kpcore.models.heatmap.fpn_top_down`: 1x1 laterals, bilinear top-down
+sum to stride 4) with depthwise-separable
 refinement, so that at 128 px the head costs a fraction of the trunk.
 """
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from kpcore.errors import ConfigError, HubError
-from kpcore.models.heatmap import HeatmapRegressor, _heatmap_head, _upsample_to
+from kpcore.models.heatmap import HeatmapRegressor, _heatmap_head, fpn_top_down
 from kpcore.models.registry import register_model
 
 #: ``features`` slices of torchvision's MobileNetV2 ending at strides 4, 8, 16, 32.
@@ -106,11 +107,7 @@ class MobileNetFPNHeatmap(HeatmapRegressor):
         self.head = _heatmap_head(head_channels, num_keypoints)
 
     def heatmap_logits(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(x)
-        p = self.laterals[-1](feats[-1])
-        for lateral, f in zip(reversed(self.laterals[:-1]), reversed(feats[:-1]), strict=True):
-            p = _upsample_to(p, f) + lateral(f)
-        return self.head(self.refine(p))
+        return self.head(self.refine(fpn_top_down(self.laterals, self.backbone(x))))
 
 
 @register_model(
