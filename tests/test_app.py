@@ -314,6 +314,9 @@ def test_build_demo_has_the_predict_api_and_example_hook(tmp_path: Path, monkeyp
     assert len(ui) == 1
     assert {ids[o] for o in ui[0]["outputs"]} == {"kp-error", "kp-result", "kp-faces", "kp-summary",
                                                   "kp-json", "kp-csv"}
+    # a photo that arrives while the previous event (e.g. the removal) is still running must run
+    # after it, not be dropped (gr.on's default for a click-first trigger list is "once")
+    assert ui[0]["trigger_mode"] == "always_last"
     assert any(c.get("type") == "dataset" for c in config["components"])  # the examples
 
 
@@ -529,6 +532,8 @@ def test_browser_live_tab_upload_draws_points(served: str, browser_page, tmp_pat
     notes.write_text("not a picture")
     frame.locator("#kp-photo button[aria-label*='lear'], #kp-photo button[title*='lear'], "
                   "#kp-photo button[aria-label*='emove'], #kp-photo button[title*='emove']").first.click()
+    # the input's preview goes and its upload field is drawn anew: a file set on the old field is lost
+    frame.locator("#kp-photo img").first.wait_for(state="detached", timeout=30_000)
     frame.locator("#kp-photo input[type=file]").set_input_files(str(notes))
     frame.locator("#kp-error").get_by_text("'notes.jpg' is not an image in a supported format").wait_for(
         timeout=60_000)

@@ -759,10 +759,12 @@ def build_demo() -> gr.Blocks:
         # preprocess=False: the photo arrives as the uploaded file, and kpcore (not
         # Gradio) decodes it, with kpcore's messages for bad files (see load_photo).
         # The page's event never raises, so no output outlives a new photo, a removed one or an error;
-        # photo.change covers uploads, removal and example clicks.
+        # photo.change covers uploads, removal and example clicks. trigger_mode="always_last": gr.on
+        # takes its mode from the first trigger (a click: "once"), which drops a new photo that
+        # arrives while the removal of the previous one is still being handled.
         gr.on([button.click, photo.change], run_demo_ui, inputs=inputs,
               outputs=[error, result, gallery, summary, json_file, csv_file], preprocess=False,
-              api_visibility="private")
+              api_visibility="private", trigger_mode="always_last")
         # The API: raises AppError with kpcore's message. New inputs go last, with defaults,
         # so older API calls keep working.
         api.click(run_demo, inputs=inputs, outputs=[result, json_file, csv_file, summary], api_name="predict",
