@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import geometry as geo
-from .data.loader import InputSpec, region_input
+from .data.loader import InputSpec, region_array
 from .facts import FACTS, DatasetFacts
 
 DEFAULT_BATCH = 32
@@ -70,19 +70,37 @@ class FacePrediction:
 CONFIDENCE_SCALE = 0.08
 
 
-def unflip(mirrored: torch.Tensor, perm: np.ndarray) -> torch.Tensor:
+def unflip(mirrored, perm: np.ndarray):
     """A prediction made on the mirrored input, brought back to the original's frame and ids.
 
     In normalised coordinates a mirror is ``u_x -> -u_x`` (exact for the
     ``x -> W - 1 - x`` pixel flip); left/right ids are swapped back with ``perm``.
+    Takes and returns a ``(B, K, 2)`` torch tensor or numpy array.
     """
+    if isinstance(mirrored, np.ndarray):
+        return mirrored[:, perm] * np.array([-1, 1], mirrored.dtype)
     mirrored = mirrored[:, torch.as_tensor(perm, device=mirrored.device)]
     return torch.stack([-mirrored[..., 0], mirrored[..., 1]], dim=-1)
 
 
-def flip_average(model, x: torch.Tensor, perm: np.ndarray) -> torch.Tensor:
+def mirror(batch):
+    """The ``(B, C, H, W)`` batch (torch or numpy) flipped left to right."""
+    if isinstance(batch, np.ndarray):
+        return np.ascontiguousarray(batch[..., ::-1])
+    return torch.flip(batch, dims=[-1])
+
+
+def _float32(t):
+    return t.astype(np.float32, copy=False) if isinstance(t, np.ndarray) else t.float()
+
+
+def _numpy(t) -> np.ndarray:
+    return t if isinstance(t, np.ndarray) else t.numpy()
+
+
+def flip_average(model, x, perm: np.ndarray):
     """Test-time flip: average the prediction on ``x`` and the un-flipped one on its mirror."""
-    return (model(x) + unflip(model(torch.flip(x, dims=[-1])), perm)) / 2
+    return (model(x) + unflip(model(mirror(x)), perm)) / 2
 
 
 def confidence_from_flip(pred: np.ndarray, mirrored: np.ndarray, input_size: tuple[int, int],
@@ -173,8 +191,18 @@ class Predictor:
 
     # ------------------------------------------------------------ low level
     @torch.no_grad()
-    def run_model(self, batch: torch.Tensor) -> torch.Tensor:
-        """One plain forward pass: ``(B, K, 2)`` normalised coordinates (no flip-test)."""
+    def run_model(self, batch):
+        """One plain forward pass: ``(B, K, 2)`` normalised coordinates (no flip-test).
+
+        ``batch`` is a normalised ``(B, C, H, W)`` float32 torch tensor (the result is
+        a tensor) or numpy array (the result is a float32 array). With onnxruntime a
+        numpy batch never touches PyTorch: its thread pool would compete with
+        onnxruntime's for the same cores.
+        """
+        if isinstance(batch, np.ndarray):
+            if self.onnx_model is not None:
+                return self.onnx_model(batch)
+            return self.run_model(torch.from_numpy(batch)).float().numpy()
         if self.onnx_model is not None:
             return torch.from_numpy(self.onnx_model(batch.numpy()))
         if self.threads:
@@ -182,25 +210,25 @@ class Predictor:
         return self.model(batch)
 
     @torch.no_grad()
-    def forward_normalized(self, batch: torch.Tensor) -> torch.Tensor:
-        """Model output ``(B, K, 2)`` in [-1, 1] for a normalised input batch."""
+    def forward_normalized(self, batch):
+        """Model output ``(B, K, 2)`` in [-1, 1] for a normalised input batch (torch or numpy)."""
         if self.flip_test:
             return flip_average(self.run_model, batch, self.facts.flip_permutation)
         return self.run_model(batch)
 
     @torch.no_grad()
-    def forward_with_confidence(self, batch: torch.Tensor
-                                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    def forward_with_confidence(self, batch):
         """``(coords (B, K, 2), face confidence (B,), point confidence (B, K))``.
 
         Runs the model on the batch and on its mirror image (the flip-test average is
         returned when ``flip_test`` is on, else the plain prediction) and turns their
-        disagreement into confidences with :func:`confidence_from_flip`.
+        disagreement into confidences with :func:`confidence_from_flip`. ``coords``
+        has the batch's type (torch tensor or numpy array).
         """
-        out = self.run_model(batch).float()
-        mirrored = unflip(self.run_model(torch.flip(batch, dims=[-1])).float(), self.facts.flip_permutation)
+        out = _float32(self.run_model(batch))
+        mirrored = unflip(_float32(self.run_model(mirror(batch))), self.facts.flip_permutation)
         coords = (out + mirrored) / 2 if self.flip_test else out
-        face, point = confidence_from_flip(out.numpy(), mirrored.numpy(), self.spec.size, self.facts)
+        face, point = confidence_from_flip(_numpy(out), _numpy(mirrored), self.spec.size, self.facts)
         return coords, face, point
 
     def region_for(self, box: Sequence[float] | None, image_size: tuple[int, int]) -> tuple[float, ...]:
@@ -247,16 +275,16 @@ class Predictor:
             xs, ms = [], []
             for arr, region in zip(images[start:start + batch_size], regions[start:start + batch_size],
                                    strict=True):
-                x, m, _ = region_input(arr, region, self.spec)
+                x, m, _ = region_array(arr, region, self.spec)
                 xs.append(x)
                 ms.append(m)
             if with_confidence:
-                coords, face, point = self.forward_with_confidence(torch.stack(xs))
+                coords, face, point = self.forward_with_confidence(np.stack(xs))
                 faces.append(face)
                 points.append(point)
             else:
-                coords = self.forward_normalized(torch.stack(xs))
-            coords = coords.float().numpy()
+                coords = self.forward_normalized(np.stack(xs))
+            coords = np.asarray(coords, np.float32)
             out += [geo.uncrop(c, m, self.spec.size) for c, m in zip(coords, ms, strict=True)]
         k = self.facts.num_points
         pts = np.stack(out).astype(np.float32) if out else np.zeros((0, k, 2), np.float32)

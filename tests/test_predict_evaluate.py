@@ -73,6 +73,39 @@ def test_batched_equals_single_and_accepts_paths(tmp_path):
     np.testing.assert_allclose(batched, singles, atol=1e-4)
 
 
+
+def test_numpy_input_path_gives_the_torch_path_s_numbers():
+    """predict_crops builds its batch in numpy (no PyTorch between onnxruntime calls); the
+    training loader builds it in torch. Both must be the same input, and the same outputs."""
+    from kpcore.data.loader import InputSpec, region_array, region_input
+    from kpcore.models import create_model
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    for color, mean, std in (("rgb", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), ("gray", [0.5], [0.25])):
+        spec = InputSpec(width=32, height=24, color=color, mean=mean, std=std)
+        crop = rng.integers(0, 256, (24, 32, spec.channels), dtype=np.uint8)
+        torch_way = spec.to_tensor(torch.from_numpy(crop).permute(2, 0, 1)).numpy()
+        assert np.array_equal(spec.to_array(crop), torch_way)
+        a, ma, _ = region_array(img, (10.5, 5.0, 60.0, 45.0), spec)
+        t, mt, _ = region_input(img, (10.5, 5.0, 60.0, 45.0), spec)
+        assert a.dtype == np.float32 and np.array_equal(a, t.numpy()) and np.array_equal(ma, mt)
+    torch.manual_seed(0)
+    model = create_model("nosenet", num_keypoints=68, in_channels=1, input_size=(64, 64), channels=(4, 4, 4),
+                         hidden=8)
+    p = Predictor(model, config_for())
+    batch = torch.randn(3, 1, 64, 64)
+    for flip_test in (False, True):
+        p.flip_test = flip_test
+        np.testing.assert_allclose(p.forward_normalized(batch.numpy()), p.forward_normalized(batch).numpy(),
+                                   atol=1e-6)
+        c_np, f_np, pt_np = p.forward_with_confidence(batch.numpy())
+        c_t, f_t, pt_t = p.forward_with_confidence(batch)
+        assert isinstance(c_np, np.ndarray) and isinstance(c_t, torch.Tensor)
+        np.testing.assert_allclose(c_np, c_t.numpy(), atol=1e-6)
+        np.testing.assert_allclose(f_np, f_t, atol=1e-6)
+        np.testing.assert_allclose(pt_np, pt_t, atol=1e-6)
+
 def test_flip_average_of_a_symmetric_prediction_is_unchanged():
     # a model whose output mirrors exactly under a flip (point pairs placed symmetrically)
     rng = np.random.default_rng(1)

@@ -114,6 +114,14 @@ class InputSpec:
         std = torch.tensor(self.std).view(-1, 1, 1)
         return (x - mean) / std
 
+    def to_array(self, image: np.ndarray) -> np.ndarray:
+        """uint8 ``(H, W, C)`` -> normalised float32 ``(C, H, W)`` in numpy: :meth:`to_tensor`'s
+        arithmetic, step for step, for inference paths that need no PyTorch (onnxruntime)."""
+        x = image.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+        mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
+        return (x - mean) / std
+
 
 def decode_rgb(path) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3)."""
@@ -148,13 +156,20 @@ def make_input(image: np.ndarray, box: Sequence[float] | None, spec: InputSpec
     return region_input(image, spec.crop_box(box, (w, h)), spec)
 
 
+def region_array(image: np.ndarray, region: Sequence[float], spec: InputSpec
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An exact image ``region`` (left, top, width, height) as the model's input:
+    ``(float32 (C, H, W) numpy array, crop matrix, uint8 crop (H, W, C))``."""
+    m = geo.crop_matrix(region, spec.size)
+    crop = crop_input(to_color(image, spec.color), m, spec)
+    return spec.to_array(crop), m, crop
+
+
 def region_input(image: np.ndarray, region: Sequence[float], spec: InputSpec
                  ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """:func:`make_input` for an exact image ``region`` (left, top, width, height) that fills the input."""
-    m = geo.crop_matrix(region, spec.size)
-    crop = crop_input(to_color(image, spec.color), m, spec)
-    x = spec.to_tensor(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
-    return x, m, crop
+    x, m, crop = region_array(image, region, spec)
+    return torch.from_numpy(x), m, crop
 
 
 @dataclass
