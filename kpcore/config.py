@@ -41,11 +41,16 @@ class ModelConfig:
             torchvision weights name such as ``IMAGENET1K_V1`` (loaded through
             torchvision's weights API, from ``$TORCH_HOME`` or downloaded), or
             None for random initialisation.
+        init_from: A kpcore checkpoint folder (a shipped model or a run's
+            ``best/``) whose weights start this training: fine-tuning. It must
+            hold the same architecture (``name`` and ``kwargs``); ``--resume``
+            still restores the run's own last state instead.
     """
 
     name: str = "resnet18"
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
+    init_from: str | None = None
 
 
 @dataclass

@@ -297,7 +297,31 @@ def build_model(cfg: TrainConfig, num_keypoints: int) -> torch.nn.Module:
             raise ConfigError(f"model.pretrained = {cfg.model.pretrained!r}: model {cfg.model.name!r} takes no "
                               f"pretrained weights; leave it out or use e.g. mobilenetv2_heatmap")
         kwargs["pretrained"] = cfg.model.pretrained
-    return create_model(cfg.model.name, num_keypoints=num_keypoints, in_channels=cfg.input.channels, **kwargs)
+    model = create_model(cfg.model.name, num_keypoints=num_keypoints, in_channels=cfg.input.channels, **kwargs)
+    if cfg.model.init_from:
+        init_weights_from(model, cfg.model.name, cfg.model.init_from)
+    return model
+
+
+def init_weights_from(model: torch.nn.Module, name: str, folder: str | Path) -> None:
+    """Copy a checkpoint's weights into ``model`` (``model.init_from``), in the model's dtypes."""
+    from .checkpoint import load_checkpoint
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"model.init_from = {str(folder)!r} is not a checkpoint folder (no config.json); "
+                          f"give a folder such as checkpoints/face68-300w or runs/NAME/best")
+    source, source_cfg = load_checkpoint(folder)
+    if source_cfg["model"]["name"] != name:
+        raise ConfigError(f"model.init_from = {str(folder)!r} holds a {source_cfg['model']['name']!r} model, "
+                          f"this job builds {name!r}; start from a checkpoint of the same architecture")
+    ref = model.state_dict()
+    state = source.state_dict()
+    mismatch = sorted(k for k in ref if k not in state or state[k].shape != ref[k].shape)
+    if mismatch:
+        raise ConfigError(f"model.init_from = {str(folder)!r} does not fit this job's model "
+                          f"({len(mismatch)} tensors differ, e.g. {mismatch[:3]}); check model.kwargs and the task")
+    model.load_state_dict({k: v.to(ref[k].dtype) for k, v in state.items() if k in ref}, strict=True)
 
 
 class _HeatmapOutputs(torch.nn.Module):

@@ -171,3 +171,33 @@ def test_two_process_accelerate_run_agrees_with_one_process(tiny, tmp_path):
     ma, mb = pd.read_csv(single / "metrics.csv"), pd.read_csv(double / "metrics.csv")
     np.testing.assert_allclose(ma["val_nme"], mb["val_nme"], rtol=1e-4)
     np.testing.assert_allclose(ma["lr"], mb["lr"], rtol=1e-9)  # same schedule: sized per process
+
+
+def test_init_from_starts_training_from_a_checkpoint_s_weights(tmp_path):
+    """model.init_from (fine-tuning): the job's model starts with the checkpoint's weights, and a
+    checkpoint of another architecture or shape is refused with the reason."""
+    from kpcore.checkpoint import build_config, save_checkpoint
+    from kpcore.models import create_model
+    from kpcore.train import build_model
+
+    cfg = TrainConfig.from_dict(JOB).validate()
+    torch.manual_seed(1)
+    source = create_model("nosenet", num_keypoints=1, in_channels=1, input_size=[80, 60],
+                          **JOB["model"]["kwargs"])
+    folder = tmp_path / "ckpt"
+    save_checkpoint(folder, source, build_config(source, task="imm_nose", layout="imm", flip_pairs=[],
+                                                 input_spec=cfg.input.to_dict()))
+    cfg.model.init_from = str(folder)
+    torch.manual_seed(2)  # a different random start: only the copy can make them equal
+    model = build_model(cfg, num_keypoints=1)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+    wider = TrainConfig.from_dict({**JOB, "model": {**JOB["model"], "kwargs": {**JOB["model"]["kwargs"],
+                                                                                "hidden": 32}}}).validate()
+    wider.model.init_from = str(folder)
+    with pytest.raises(ConfigError, match="does not fit this job's model"):
+        build_model(wider, num_keypoints=1)
+    with pytest.raises(ConfigError, match="not a checkpoint folder"):
+        cfg.model.init_from = str(tmp_path)
+        build_model(cfg, num_keypoints=1)
