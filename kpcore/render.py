@@ -426,7 +426,8 @@ def draw_faces(
     so a small face in a group photo and a close-up both show 68 distinct
     points. Points with a confidence below :data:`LOW_CONFIDENCE` are hollow
     rings; a low-confidence face's box and label are orange. Labels sit above
-    the box, or inside it at the image's top edge, and never leave the image.
+    the box; at the image's top edge below it (image viewers put their buttons
+    along the top), else inside it; they never leave the image.
     Everything is drawn on one supersampled layer (see the module docstring).
     """
     base = to_rgb_uint8(image)
@@ -496,8 +497,10 @@ def draw_faces(
         pad = 2 * s
         bx = min(max(0, sub((left - 0.5, 0))[0]), w * s - tw - 2 * pad)
         by = sub((0, top - 0.5))[1] - th - 2 * pad
-        if by < 0:  # no room above the box: inside it, at its top
-            by = max(0, sub((0, top - 0.5))[1])
+        if by < 0:  # no room above the box: below it (a viewer's buttons sit along the top edge) ...
+            by = sub((0, top + bh - 0.5))[1]
+            if by + th + 2 * pad > h * s:  # ... or, with no room there either, inside it at its top
+                by = max(0, sub((0, top - 0.5))[1])
         by = min(by, h * s - th - 2 * pad)
         color = LOW_COLOR if mark.low else BOX_COLOR
         draw.rectangle([bx, by, bx + tw + 2 * pad, by + th + 2 * pad], fill=(*color, 230))

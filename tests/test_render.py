@@ -192,6 +192,14 @@ def test_labels_stay_inside_the_image() -> None:
     # at the top-right corner the label moves inside the box and left of the edge, not off the image
     corner = draw_faces(_blank(400, 400), [FaceMark(points=None, box=(330, 0, 70, 100), label=label)])
     assert label_pixels(corner) > 0.8 * label_pixels(middle)
+    # a box at the top edge gets its label below it, clear of the top rows where viewers put buttons
+    per_row = np.all(np.abs(corner.astype(int) - BOX_COLOR) <= 30, axis=-1).sum(axis=1)
+    assert (per_row[3:97] <= 6).all()  # inside the box: only its two side lines
+    label_alone = np.all(np.abs(middle.astype(int) - BOX_COLOR) <= 30, axis=-1)[:149].sum()  # above its box
+    assert per_row[101:130].sum() > 0.8 * label_alone
+    # a box filling the whole height: the label goes inside it, still in the image
+    tall = draw_faces(_blank(400, 400), [FaceMark(points=None, box=(330, 0, 70, 400), label=label)])
+    assert label_pixels(tall) > 0.8 * label_pixels(middle)
 
 
 def test_pose_axes_are_drawn_from_the_origin() -> None:

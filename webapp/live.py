@@ -720,7 +720,8 @@ FIT_FRAME_JS = """
 
 def build_demo() -> gr.Blocks:
     """The demo's Blocks; loads nothing until the first prediction."""
-    with gr.Blocks(title="kpcore live demo", analytics_enabled=False) as demo:
+    # fill_width: inside the dashboard's iframe Gradio's side margins left the result ~360 px wide
+    with gr.Blocks(title="kpcore live demo", analytics_enabled=False, fill_width=True) as demo:
         gr.Markdown("## Facial keypoints, live\nUpload a photo or click an example: every face gets its 68 "
                     "points, head pose and confidence. Download the points as JSON or CSV; they are `(x, y)` "
                     "pixels of your photo.")
@@ -743,8 +744,9 @@ def build_demo() -> gr.Blocks:
                                     elem_id="kp-examples", examples_per_page=8)
                 with gr.Column(scale=3, min_width=360):
                     error = gr.HTML(elem_id="kp-error")
-                    result = gr.Image(label="Keypoints", type="numpy", interactive=False, format="png",
-                                      elem_id="kp-result", buttons=["download", "fullscreen"])
+                    # no label badge: it covered the top-left face's label on group photos
+                    result = gr.Image(label="Keypoints", show_label=False, type="numpy", interactive=False,
+                                      format="png", elem_id="kp-result", buttons=["download", "fullscreen"])
                     with gr.Row():
                         json_file = gr.DownloadButton("Points as JSON", size="md", elem_id="kp-json",
                                                       interactive=False)
