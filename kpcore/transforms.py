@@ -49,6 +49,10 @@ class AugmentConfig:
         saturation: ColorJitter saturation strength (no effect on grayscale).
         hue: ColorJitter hue strength, at most 0.5 (no effect on grayscale).
         flip: Probability of a horizontal flip with left/right swap.
+        noise: Probability of additive Gaussian sensor noise (``v2.GaussianNoise``).
+        noise_sigma: Its largest standard deviation, as a fraction of the full
+            intensity range (0.2 = 51 grey levels of 255); each noisy sample
+            gets a quarter, a half or all of it.
     """
 
     enabled: bool = True
@@ -62,6 +66,8 @@ class AugmentConfig:
     saturation: float = 0.3
     hue: float = 0.05
     flip: float = 0.5
+    noise: float = 0.0
+    noise_sigma: float = 0.2
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
@@ -75,6 +81,8 @@ class AugmentConfig:
             ("saturation", self.saturation >= 0, ">= 0"),
             ("hue", 0 <= self.hue <= 0.5, "in [0, 0.5]"),
             ("flip", 0 <= self.flip <= 1, "a probability in [0, 1]"),
+            ("noise", 0 <= self.noise <= 1, "a probability in [0, 1]"),
+            ("noise_sigma", 0 < self.noise_sigma <= 1, "in (0, 1], a fraction of the intensity range"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -128,6 +136,11 @@ def build_augmentation(cfg: AugmentConfig, facts: DatasetFacts, color: bool) -> 
         steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast,
                                     saturation=cfg.saturation if color else 0,
                                     hue=cfg.hue if color else 0))
+    if cfg.noise > 0:  # GaussianNoise works on float images: to [0, 1] and back to uint8 around it
+        sigmas = (cfg.noise_sigma / 4, cfg.noise_sigma / 2, cfg.noise_sigma)
+        steps.append(v2.RandomApply([v2.ToDtype(torch.float32, scale=True),
+                                     v2.RandomChoice([v2.GaussianNoise(sigma=s) for s in sigmas]),
+                                     v2.ToDtype(torch.uint8, scale=True)], p=cfg.noise))
     if cfg.flip > 0:
         steps.append(FaceHorizontalFlip(facts.flip_permutation, p=cfg.flip))
     return v2.Compose(steps) if steps else None

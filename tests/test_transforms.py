@@ -132,3 +132,28 @@ def test_augment_config_validation_names_the_field():
         AugmentConfig(flip=1.5).validate()
     with pytest.raises(ConfigError, match="augment.hue"):
         AugmentConfig(hue=0.9).validate()
+
+
+def test_sensor_noise_moves_pixels_not_points():
+    """augment.noise: Gaussian noise of up to noise_sigma on some samples; the points do not move."""
+    from kpcore.errors import ConfigError
+    from kpcore.transforms import apply_augmentation, build_augmentation
+
+    still = {"rotate_deg": 0, "shift": 0, "scale_min": 1, "scale_max": 1, "box_jitter": 0, "brightness": 0,
+             "contrast": 0, "saturation": 0, "hue": 0, "flip": 0}
+    image = np.full((48, 48, 3), 128, np.uint8)
+    points = np.random.default_rng(0).uniform(0, 47, (68, 2))
+    torch.manual_seed(0)
+    pipe = build_augmentation(AugmentConfig(**still, noise=1.0, noise_sigma=0.2), W300_FACTS, True)
+    stds = []
+    for _ in range(30):
+        out, moved = apply_augmentation(pipe, image, points)
+        assert out.dtype == torch.uint8 and out.shape == (3, 48, 48)
+        np.testing.assert_allclose(moved, points, atol=1e-4)
+        stds.append(out.float().std().item() / 255)
+    # each sample's sigma is a quarter, a half or all of 0.2 (51 grey levels)
+    assert min(stds) > 0.04 and max(stds) < 0.22 and max(stds) > 0.17
+    never = build_augmentation(AugmentConfig(**still, noise=0.0), W300_FACTS, True)
+    assert never is None  # nothing left to do
+    with pytest.raises(ConfigError, match="augment.noise_sigma"):
+        AugmentConfig(noise=0.5, noise_sigma=3).validate()
