@@ -289,14 +289,7 @@ def video_metrics(pred: np.ndarray, truth: np.ndarray, norm_points: tuple[int, i
 
 # ------------------------------------------------------------------ CPU speed against dlib, photo, video
 SPEED_FACES = 12
-NEW_ARCHITECTURE = "mobilenetv2_heatmap"
-"""The default model's coming architecture: timed with random weights (speed does not depend on them)."""
-NEW_ARCHITECTURE_VARIANTS = (
-    ("mobilenetv2_heatmap (head 64, 128 px)", {}, 128),
-    ("mobilenetv2_heatmap (head 32, 128 px)", {"head_channels": 32}, 128),
-    ("mobilenetv2_heatmap (head 64, 112 px)", {}, 112),
-    ("mobilenetv2_heatmap (head 32, 96 px)", {"head_channels": 32}, 96),
-)
+WARMUP_CALLS = 5
 
 
 def _onnx_folder(folder: Path, tmp: Path) -> Path:
@@ -316,17 +309,19 @@ def _onnx_folder(folder: Path, tmp: Path) -> Path:
 
 def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = SPEED_FACES,
                    repeats: int = 5) -> list[dict]:
-    """ms per face at batch 1, PyTorch vs ONNX vs dlib on the same faces and boxes, interleaved.
+    """ms per face at batch 1, PyTorch vs ONNX vs dlib on the same faces and boxes, in one run.
 
     Each timed call is the whole per-face path (crop, normalise, network, map back;
-    for dlib its own feature extraction and cascade). The calls of the methods are
-    interleaved face by face so that machine load falls on all of them alike.
+    for dlib its own feature extraction and cascade). The methods take turns in
+    rounds, each round timing every face once per method after a few warm-up
+    calls, so that machine load falls on all of them alike while no method is
+    timed against another's still-spinning thread pool (face-by-face interleaving
+    did that: PyTorch's OpenMP threads keep spinning after a call).
     """
     import tempfile
 
     from .data.datasets import load_split
     from .imageio import load_image
-    from .onnx_runtime import OnnxModel
     from .predict import Predictor
     from .reference import DlibLandmarks
 
@@ -340,36 +335,20 @@ def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = 
         calls = {name: p.predict_crops for name, p in methods.items()}
         if DlibLandmarks.available():
             calls["dlib"] = DlibLandmarks().predict_crops
-        new_models = {}
-        for label, kwargs, side in NEW_ARCHITECTURE_VARIANTS:
-            from .models import create_model
-            from .onnx_runtime import export_model_onnx
-
-            net = create_model(NEW_ARCHITECTURE, num_keypoints=68, in_channels=3, **kwargs)
-            path = export_model_onnx(net, (3, side, side), Path(tmp) / f"new{len(new_models)}.onnx")
-            new_models[label] = (OnnxModel(path, threads), side)
-        times: dict[str, list[float]] = {name: [] for name in [*calls, *new_models]}
-        for img, s in zip(images, samples, strict=True):
-            for _ in range(2):  # warm-up per face
-                for fn in calls.values():
-                    fn(img, [s.box])
-            for _ in range(repeats):
-                for name, fn in calls.items():
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(repeats):  # rounds: A B C D, A B C D, ... so that load drift falls on all alike
+            for name, fn in calls.items():
+                for _ in range(WARMUP_CALLS):  # the previous method's thread pool goes idle meanwhile
+                    fn(images[0], [samples[0].box])
+                for img, s in zip(images, samples, strict=True):
                     t0 = time.perf_counter()
                     fn(img, [s.box])
                     times[name].append((time.perf_counter() - t0) * 1000)
-                for label, (m, side) in new_models.items():
-                    x = np.random.default_rng(0).standard_normal((1, 3, side, side)).astype(np.float32)
-                    t0 = time.perf_counter()
-                    m(x)
-                    times[label].append((time.perf_counter() - t0) * 1000)
     ms = {name: statistics.median(v) for name, v in times.items()}
     dlib_ms = ms.get("dlib")
     rows = []
     for name, value in ms.items():
-        is_new = name in new_models
-        rows.append({"section": "speed", "model": name if is_new or name == "dlib" else folder.name,
-                     "backend": "onnxruntime (network only, random weights)" if is_new else name,
+        rows.append({"section": "speed", "model": name if name == "dlib" else folder.name, "backend": name,
                      "ms_per_face": round(value, 3), "faces": len(samples), "calls": len(times[name]),
                      "threads": 1 if name in ("dlib", "onnxruntime 1 thread") else threads,
                      "vs_dlib": round(value / dlib_ms, 2) if dlib_ms else None})
