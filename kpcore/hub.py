@@ -131,6 +131,8 @@ def _training_section(config: dict[str, Any]) -> list[str]:
     aux = train.get("aux") or {}
     start = (f"torchvision `{model['pretrained']}` weights for the trunk (ImageNet)" if model.get("pretrained")
              else "random initialisation (no pretrained weights)")
+    if model.get("init_from"):  # fine-tuning: the weights of an earlier checkpoint
+        start = f"fine-tuned from the checkpoint `{model['init_from']}` (as it was when the job ran)"
     data = f"`{train.get('task')}` (training split)"
     if aux.get("task"):
         data += (f" seen {aux.get('main_repeat', 1)}x per epoch, plus the `{aux['task']}` training split's "

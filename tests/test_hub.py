@@ -186,3 +186,14 @@ def test_model_card_front_matter_and_licence():
     assert "| val | 10 | 0.0613 | 3.9 | 0.1 | 0.42 |" in card
     assert "per_keypoint_px" not in card
     assert "No metrics recorded yet." in model_card({"format": "kpcore-checkpoint"}, {})
+
+
+def test_model_card_names_the_starting_weights():
+    def start(model: dict) -> str:
+        card = model_card({**CONFIG, "train_config": {"model": model, "optim": {"name": "adamw"}}}, {})
+        return next(line for line in card.splitlines() if line.startswith("| starting weights"))
+
+    assert "random initialisation" in start({"name": "resnet18"})
+    assert "`IMAGENET1K_V1` weights" in start({"name": "mobilenetv2_heatmap", "pretrained": "IMAGENET1K_V1"})
+    assert "fine-tuned from the checkpoint `checkpoints/face68-300w`" in start(
+        {"name": "mobilenetv2_heatmap", "init_from": "checkpoints/face68-300w"})
