@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HUB_DISABLE_TELEMETRY=1
 
-# libglib2.0-0: needed by opencv-python-headless (kpcore.geometry, kpcore.detect).
+# libglib2.0-0: needed by opencv-python-headless (kpcore.data.geometry, kpcore.live.detect).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*

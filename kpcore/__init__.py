@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Predictor": ("kpcore.predict", "Predictor"),
+    "Predictor": ("kpcore.live.predict", "Predictor"),
     "create_model": ("kpcore.models", "create_model"),
     "list_models": ("kpcore.models", "list_models"),
     "load_split": ("kpcore.data", "load_split"),

@@ -43,7 +43,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_download(args: argparse.Namespace) -> int:
     from .data import resolve_data_root
-    from .download import download_dataset
+    from .data.download import download_dataset
 
     root = Path(args.root) if args.root else resolve_data_root(None)
     path = download_dataset(args.dataset, root, force=args.force, archive=args.archive)
@@ -52,7 +52,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train_from_job
+    from .training.train import train_from_job
 
     run_dir = train_from_job(args.job, data_root=args.data_root, out=args.out, epochs=args.epochs,
                              resume=args.resume, force=args.force, overrides=args.set)
@@ -63,7 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.perturb:
         return _cmd_robustness(args)
-    from .evaluate import evaluate_model
+    from .evaluation.evaluate import evaluate_model
 
     try:
         summary = evaluate_model(args.model, data_root=args.data_root, split=args.split, labels=args.labels,
@@ -101,8 +101,8 @@ def format_evaluation(summary: dict) -> str:
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
-    """``evaluate MODEL --perturb ...``: kpcore.robustness instead of the plain evaluation."""
-    from .robustness import evaluate_robustness, format_robustness, parse_perturb
+    """``evaluate MODEL --perturb ...``: kpcore.evaluation.robustness instead of the plain evaluation."""
+    from .evaluation.robustness import evaluate_robustness, format_robustness, parse_perturb
 
     try:
         table = evaluate_robustness(args.model, parse_perturb(args.perturb), data_root=args.data_root,
@@ -116,7 +116,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_checkpoint, export_records
+    from .models.export import export_checkpoint, export_records
 
     records = export_records(args.run)
     print(f"records -> {records}")
@@ -131,7 +131,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from .onnx_runtime import export_onnx
+    from .live.onnx_runtime import export_onnx
 
     result = export_onnx(args.model, int8=args.int8)
     print(f"wrote {result['path']} (max |ONNX - PyTorch| = {result['max_abs_diff']:.2g} in normalised coordinates)")
@@ -141,7 +141,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate_checkpoint
+    from .live.calibrate import calibrate_checkpoint
 
     box_map = calibrate_checkpoint(args.model, data_root=args.data_root)
     print(json.dumps(box_map, indent=2))
@@ -149,7 +149,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import SECTIONS, run_bench, run_speed_bench
+    from .evaluation.bench import SECTIONS, run_bench, run_speed_bench
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -166,9 +166,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_track(args: argparse.Namespace) -> int:
     from .console import progress_enabled
-    from .predict import Predictor
-    from .smoothing import OneEuroParams
-    from .track import track_video
+    from .live.predict import Predictor
+    from .live.smoothing import OneEuroParams
+    from .live.track import track_video
 
     predictor = Predictor.from_pretrained(args.model, threads=args.threads)
     params = OneEuroParams(min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff)
@@ -182,7 +182,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push
+    from .models.hub import push
 
     url = push(args.model_dir, args.repo_id, token=args.token, private=args.private)
     print(f"pushed to {url}")
@@ -197,7 +197,7 @@ POINT_CSV_HEADER = ("face", "point", "x", "y", "point_confidence", "face_score",
 def _model_argument(text: str) -> str:
     """A model argument as ``resolve_model_dir`` takes it; ``checkpoints/<name>`` of a shipped model
     works from any folder (not only inside the repository)."""
-    from .hub import shipped_names
+    from .models.hub import shipped_names
 
     path = Path(text).expanduser()
     if not path.is_dir() and path.parent.name == "checkpoints" and path.name in shipped_names():
@@ -237,7 +237,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .errors import NoFaceFoundError
-    from .predict import Predictor
+    from .live.predict import Predictor
 
     if len(args.inputs) > 2:
         print(f"error: predict takes [MODEL] PHOTO; got {len(args.inputs)} arguments: {args.inputs}", file=sys.stderr)
@@ -250,7 +250,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise NoFaceFoundError(f"no face found in {image!r}; try a photo where the face is larger and frontal, "
                                "or pass --whole-image to place the points on the whole image") from e
     faces.sort(key=lambda f: f.box[0])  # face 1 is the leftmost, as in the demo
-    from .imageio import load_image_with_info
+    from .data.imageio import load_image_with_info
 
     img, info = load_image_with_info(image)  # the same loader predict used: size, EXIF orientation
     width, height = info.size
@@ -264,7 +264,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print("  " + _face_line(i, face))
     if args.json:
         doc = {"image": str(image), "image_size": [width, height], "model": pred.name, "layout": pred.facts.name,
-               "convention": "(x, y) pixels, 0-based, pixel centres; pose in degrees (kpcore.pose)",
+               "convention": "(x, y) pixels, 0-based, pixel centres; pose in degrees (kpcore.live.pose)",
                "faces": [f.to_dict() for f in faces]}
         text = json.dumps(doc, separators=(",", ":"))
         if args.json == "-":
@@ -279,7 +279,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if overlay:
         from PIL import Image
 
-        from .render import LOW_CONFIDENCE, FaceMark, draw_faces
+        from .live.render import LOW_CONFIDENCE, FaceMark, draw_faces
 
         shown_scale = np.array(img.shape[1::-1], float) / np.array(info.size, float)
         marks = []
@@ -298,7 +298,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .smoothing import OneEuroParams as OneEuroDefaults  # light: numpy only
+    from .live.smoothing import OneEuroParams as OneEuroDefaults  # light: numpy only
 
     p = argparse.ArgumentParser(prog="kpcore", description="Facial keypoint detection: data, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face boxes from the labels (default) or from the face detector (see `calibrate`)")
     s.add_argument("--perturb", metavar="NAMES",
                    help="robustness instead: NME under blur,noise,brightness,scale,rotate,occlude (or 'all') "
-                        "at a few strengths each, saved as robustness.csv (kpcore/robustness.py)")
+                        "at a few strengths each, saved as robustness.csv (kpcore/evaluation/robustness.py)")
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("calibrate", help="fit the detector-box -> training-crop map of a checkpoint")

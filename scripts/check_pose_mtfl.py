@@ -1,11 +1,11 @@
-"""Head pose (kpcore.pose) against the pose classes of MTFL's validation faces.
+"""Head pose (kpcore.live.pose) against the pose classes of MTFL's validation faces.
 
     KPCORE_DATA=/path/to/data python scripts/check_pose_mtfl.py [--model checkpoints/face68-300w]
 
 MTFL labels each face with one of five pose classes: 1 left profile, 2 left,
 3 frontal, 4 right, 5 right profile. The 68 points are predicted with the
 dataset's own face box (``Predictor.predict_crops``, no detector) and turned
-into a pose with :func:`kpcore.pose.estimate_pose`. Printed figures, and the
+into a pose with :func:`kpcore.live.pose.estimate_pose`. Printed figures, and the
 bars of issue #11:
 
 * Spearman correlation of the class (1..5) with the yaw, its sign chosen by the
@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kpcore.pose import estimate_pose  # noqa: E402
+from kpcore.live.pose import estimate_pose  # noqa: E402
 
 MIN_SPEARMAN = 0.85
 MIN_SIDE = 0.97
@@ -71,7 +71,7 @@ def measure(model: str, data_root: str | None = None, limit: int | None = None) 
 
     from kpcore import Predictor
     from kpcore.data.datasets import load_split
-    from kpcore.imageio import load_image
+    from kpcore.data.imageio import load_image
 
     samples = load_split("mtfl", "val", data_root)[:limit]
     predictor = Predictor.from_pretrained(model)

@@ -200,7 +200,7 @@ def check(pb_path: Path, onnx_path: Path, images: list[Path]) -> dict:
 
 
 def make_config(onnx_path: Path) -> dict:
-    """Everything kpcore needs to run the ONNX file; read by :mod:`kpcore.detect`."""
+    """Everything kpcore needs to run the ONNX file; read by :mod:`kpcore.live.detect`."""
     import tensorflow as tf
     import tf2onnx
 

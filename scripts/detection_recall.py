@@ -3,7 +3,7 @@
     KPCORE_DATA=../shared/data python scripts/detection_recall.py [--one-pass] [--threads 2]
 
 A face counts as found when a detection matches its labelled box the way
-``kpcore calibrate`` matches them (:func:`kpcore.calibrate.match_detection`:
+``kpcore calibrate`` matches them (:func:`kpcore.live.calibrate.match_detection`:
 IoU >= its threshold, or a detection that holds the labelled face's centre).
 Besides the count, the script says on how many photos the cheap 320 px pass
 was enough (the 640 px pass did not run) and lists every face missed. With
@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from kpcore.calibrate import match_detection
 from kpcore.data.datasets import load_split
 from kpcore.data.loader import decode_rgb
-from kpcore.detect import COARSE_CONFIRM, FaceDetector, _min_face_px
+from kpcore.live.calibrate import match_detection
+from kpcore.live.detect import COARSE_CONFIRM, FaceDetector, _min_face_px
 
 SUBSET = "helen/testset"
 EXPECTED = 330

@@ -1,4 +1,4 @@
-"""Recompute kpcore.pose.FACE_MODEL_68: a generic 3-D 68-point face from 300-W's 2-D labels.
+"""Recompute kpcore.live.pose.FACE_MODEL_68: a generic 3-D 68-point face from 300-W's 2-D labels.
 
     KPCORE_DATA=/path/to/data python scripts/fit_face_model_3d.py   # prints the table
 
@@ -21,7 +21,7 @@ DEPTH_SCALE = 0.5
 import numpy as np  # noqa: E402
 
 from kpcore.data.datasets import load_split  # noqa: E402
-from kpcore.facts import FACTS  # noqa: E402
+from kpcore.data.facts import FACTS  # noqa: E402
 
 f = FACTS["ibug300w"]
 perm = np.asarray(f.flip_permutation)

@@ -4,12 +4,12 @@
         [--min-cutoffs 2,4,8,15] [--betas 30,100,300] [--d-cutoff 1.0] [--frames 150] [--still-frames 60]
         [--shape-min-cutoff 0.5 --shape-beta 10]
 
-The tracker smooths with :class:`kpcore.smoothing.FaceFilter`: one One Euro
+The tracker smooths with :class:`kpcore.live.smoothing.FaceFilter`: one One Euro
 filter on the face's similarity pose (the grid's ``min_cutoff`` and ``beta``),
 one on its shape in its own frame (``--shape-*``, fixed over the grid).
 
 Two clips of the same helen/testset photo, both 640x480 with per-frame sensor
-noise (:func:`kpcore.bench.moving_clip`):
+noise (:func:`kpcore.evaluation.bench.moving_clip`):
 
 * **moving**: exactly the clip of ``kpcore bench --sections video`` (the face
   moves along a smooth path, turning and scaling): the issue's jitter and NME
@@ -17,9 +17,9 @@ noise (:func:`kpcore.bench.moving_clip`):
 * **still**: the face held at the moving clip's first pose, only the noise
   changes: what a filter is for (a face at rest should not shimmer).
 
-Every setting runs the whole tracker (:func:`kpcore.track.track`, crops
+Every setting runs the whole tracker (:func:`kpcore.live.track.track`, crops
 following the smoothed points), so the filter's effect on the next crop is
-included. Jitter and NME are :func:`kpcore.bench.video_metrics` (in % of the
+included. Jitter and NME are :func:`kpcore.evaluation.bench.video_metrics` (in % of the
 eye distance). The pick: among settings whose moving-clip NME is within
 ``--nme-slack`` (relative) of unsmoothed tracking and whose moving-clip jitter
 is not above it, the lowest mean of moving and still jitter. The best setting
@@ -33,12 +33,12 @@ import time
 
 import numpy as np
 
-from kpcore.bench import CLIP_FPS, CLIP_NOISE, CLIP_SIZE, moving_clip, video_metrics
 from kpcore.data.datasets import load_split
-from kpcore.imageio import load_image
-from kpcore.predict import Predictor
-from kpcore.smoothing import SHAPE_PARAMS, OneEuroParams
-from kpcore.track import DEFAULT_MODEL, track
+from kpcore.data.imageio import load_image
+from kpcore.evaluation.bench import CLIP_FPS, CLIP_NOISE, CLIP_SIZE, moving_clip, video_metrics
+from kpcore.live.predict import Predictor
+from kpcore.live.smoothing import SHAPE_PARAMS, OneEuroParams
+from kpcore.live.track import DEFAULT_MODEL, track
 
 DEFAULT_MIN_CUTOFFS = (2.0, 4.0, 8.0, 15.0)
 DEFAULT_BETAS = (30.0, 100.0, 300.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kpcore.facts import IMM_FACTS
+from kpcore.data.facts import IMM_FACTS
 
 
 def _mean_imm_shape() -> np.ndarray:
@@ -116,7 +116,7 @@ def make_tiny_300w(root: Path, n_train: int = 24, n_test: int = 6, size: tuple[i
 def make_tiny_mtfl(root: Path, n: int = 40, size: tuple[int, int] = (96, 96), seed: int = 0) -> Path:
     """Write ``root/mtfl`` as released: ``training.txt`` with backslash paths (some lines
     starting with a space), 10 coordinates and 4 attribute codes; images in two folders."""
-    from kpcore.facts import five_point_matrix
+    from kpcore.data.facts import five_point_matrix
 
     rng = np.random.default_rng(seed)
     folder = Path(root) / "mtfl"

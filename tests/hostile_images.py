@@ -3,7 +3,7 @@
 Shared by ``tests/test_imageio.py`` (the loader alone) and ``tests/test_hostile.py``
 (the same files through the API, the CLI and the served UI). Builders return
 ``bytes`` so a test can write them under any file name, send them over HTTP or
-pass them to :func:`kpcore.imageio.load_image` directly.
+pass them to :func:`kpcore.data.imageio.load_image` directly.
 
 Two catalogues:
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from kpcore.imageio import DEFAULT_MIN_SIDE
+from kpcore.data.imageio import DEFAULT_MIN_SIDE
 
 HUGE_SIZE = (6000, 4000)
 """A 24 MP photo: above ``DEFAULT_MAX_SIDE``, so it is shrunk while loading."""

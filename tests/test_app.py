@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from kpcore.render import LOW_CONFIDENCE, PRED_COLOR
+from kpcore.live.render import LOW_CONFIDENCE, PRED_COLOR
 from tests.webapp_fixtures import (
     http_get,
     image_ids,

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from kpcore import calibrate as C
 from kpcore.data import load_split
 from kpcore.data.loader import InputSpec
+from kpcore.live import calibrate as C
 
 from .conftest import needs_300w
 

@@ -1,4 +1,4 @@
-"""kpcore.robustness, which writes the robustness.csv the dashboard's Robustness page draws:
+"""kpcore.evaluation.robustness, which writes the robustness.csv the dashboard's Robustness page draws:
 perturbations keep the points on the face, and the evaluation loop writes its table."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpcore import robustness as rb
+from kpcore.evaluation import robustness as rb
 from tests.webapp_fixtures import make_imm_tree, save_model
 
 BOX = (96.0, 96.0, 64.0, 64.0)

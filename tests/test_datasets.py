@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kpcore.data import dataset_dir, load_split
+from kpcore.data.facts import IMM_FACTS, W300_FACTS
 from kpcore.errors import DatasetNotFoundError
-from kpcore.facts import IMM_FACTS, W300_FACTS
 
 from .conftest import REPO, needs_300w, needs_imm
 

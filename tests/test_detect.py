@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kpcore.detect import LANDMARK_NAMES, Face, FaceDetector, get_detector, nms
 from kpcore.errors import BadImageError, NoFaceFoundError
+from kpcore.live.detect import LANDMARK_NAMES, Face, FaceDetector, get_detector, nms
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("KPCORE_DATA") or REPO.parent / "shared" / "data")
@@ -195,7 +195,7 @@ def test_thread_count_does_not_change_results():
 
 @pytest.mark.data
 def test_sideways_photo_with_exif_orientation_is_found_upright(detector, tmp_path):
-    from kpcore.imageio import load_image_with_info
+    from kpcore.data.imageio import load_image_with_info
 
     image, points = _sample(SAMPLE_IMAGES[2])
     exif = Image.Exif()

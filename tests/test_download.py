@@ -1,4 +1,4 @@
-"""kpcore.download against a small HTTP server on 127.0.0.1 serving fake archives; no internet."""
+"""kpcore.data.download against a small HTTP server on 127.0.0.1 serving fake archives; no internet."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kpcore.download import COMPLETE_MARKER, DOWNLOADS_DIR, SOURCES, download_dataset
+from kpcore.data.download import COMPLETE_MARKER, DOWNLOADS_DIR, SOURCES, download_dataset
 from kpcore.errors import DatasetNotFoundError, DownloadError
 
 FAIL_FAST_S = 5.0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kpcore import geometry as geo
+from kpcore.data import geometry as geo
 
 
 def test_crop_matrix_maps_box_edges_to_input_edges():

@@ -28,8 +28,8 @@ import pytest
 from PIL import Image
 
 from kpcore.cli import main as cli_main
+from kpcore.data.imageio import DEFAULT_MAX_SIDE
 from kpcore.errors import BadImageError, NoFaceFoundError
-from kpcore.imageio import DEFAULT_MAX_SIDE
 from tests.hostile_images import HUGE_SIZE, bad_files, landscape, odd_encodings
 from tests.webapp_fixtures import http_get, make_bench, save_model, serve_app
 
@@ -105,8 +105,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, photo: Path) -> Path:
 @pytest.fixture(scope="module")
 def reference_box(photo: Path) -> tuple[float, ...]:
     """The face box in the plain photo (the detector alone)."""
-    from kpcore.detect import get_detector
-    from kpcore.imageio import load_image
+    from kpcore.data.imageio import load_image
+    from kpcore.live.detect import get_detector
 
     faces = get_detector().detect(load_image(photo))
     assert len(faces) == 1, f"{photo} should show one face"

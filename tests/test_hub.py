@@ -1,4 +1,4 @@
-"""kpcore.hub against a stand-in Hub on 127.0.0.1 (tests/hub_server.py); no internet."""
+"""kpcore.models.hub against a stand-in Hub on 127.0.0.1 (tests/hub_server.py); no internet."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from huggingface_hub import constants
 from safetensors.torch import save_file
 
 from kpcore.errors import CheckpointError, HubError
-from kpcore.hub import CARD_MARKER, model_card, pull, push, resolve_model_dir
+from kpcore.models.hub import CARD_MARKER, model_card, pull, push, resolve_model_dir
 
 from .hub_server import HubServer
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kpcore.errors import BadImageError
-from kpcore.imageio import (
+from kpcore.data.imageio import (
     DEFAULT_MAX_SIDE,
     DEFAULT_MIN_SIDE,
     SUPPORTED_FORMATS,
     load_image,
     load_image_with_info,
 )
+from kpcore.errors import BadImageError
 from tests.hostile_images import png_claiming as _png_claiming
 from tests.hostile_images import two_colour as _two_colour
 

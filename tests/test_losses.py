@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from kpcore.errors import ConfigError
-from kpcore.losses import (
+from kpcore.models import cells_to_normalized, render_gaussian_heatmaps
+from kpcore.training.losses import (
     AWING_THETA,
     adaptive_wing,
     create_loss,
@@ -17,7 +18,6 @@ from kpcore.losses import (
     pixel_scale,
     wing,
 )
-from kpcore.models import cells_to_normalized, render_gaussian_heatmaps
 
 B, K, HM = 3, 4, (16, 12)  # batch, points, heatmap (w, h)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kpcore import metrics as M
+from kpcore.evaluation import metrics as M
 
 
 def test_px_error_and_nme_by_hand():

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from kpcore.errors import ConfigError
-from kpcore.losses import create_loss, pixel_scale
 from kpcore.models import (
     cells_to_normalized,
     count_parameters,
@@ -23,6 +22,7 @@ from kpcore.models import (
     render_gaussian_heatmaps,
     soft_argmax,
 )
+from kpcore.training.losses import create_loss, pixel_scale
 
 SMALL_SIZE = (64, 48)  # (W, H): small and not square, to catch W/H mix-ups
 K = 5

@@ -1,4 +1,4 @@
-"""Face morphing (kpcore.morph) on tiny synthetic images, and the demo's "Face morph" tab with a stub detector."""
+"""Face morphing (kpcore.live.morph) on tiny synthetic images, and the demo's "Face morph" tab with a stub detector."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kpcore import morph as M
 from kpcore.errors import NoFaceFoundError
+from kpcore.live import morph as M
 
 W, H = 96, 72  # non-square on purpose: catches (x, y) / (rows, cols) mix-ups
 
@@ -209,7 +209,7 @@ def face_ring(cx: float, cy: float, r: float, k: int = 68) -> np.ndarray:
 
 @dataclass
 class StubFace:
-    """What kpcore.predict.FacePrediction offers the morpher (without importing torch)."""
+    """What kpcore.live.predict.FacePrediction offers the morpher (without importing torch)."""
 
     box: tuple[float, float, float, float]
     points: np.ndarray

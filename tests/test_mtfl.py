@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from kpcore.data.datasets import five_point_box, load_split
+from kpcore.data.facts import FACTS, MTFL_FACTS, five_point_matrix
 from kpcore.data.formats import parse_mtfl
 from kpcore.errors import AnnotationError
-from kpcore.facts import FACTS, MTFL_FACTS, five_point_matrix
 
 from .conftest import DATA_ROOT, has_dataset
 from .fixtures import make_tiny_300w, make_tiny_mtfl, mean_68_shape
@@ -83,10 +83,10 @@ def test_real_mtfl_has_about_ten_percent_validation_with_every_pose():
 
 
 def test_mixed_batch_loss_uses_the_mapped_points_for_partly_labelled_faces(tmp_path):
-    from kpcore.config import TrainConfig
     from kpcore.data.loader import InputSpec, KeypointDataset, MixedDataset
-    from kpcore.losses import create_loss, pixel_scale
-    from kpcore.train import _compute_loss, build_model
+    from kpcore.training.config import TrainConfig
+    from kpcore.training.losses import create_loss, pixel_scale
+    from kpcore.training.train import _compute_loss, build_model
 
     make_tiny_300w(tmp_path)
     make_tiny_mtfl(tmp_path)
@@ -127,8 +127,8 @@ def test_mixed_batch_loss_uses_the_mapped_points_for_partly_labelled_faces(tmp_p
 
 
 def test_training_with_mtfl_mixed_in_runs_and_says_so(tmp_path):
-    from kpcore.config import TrainConfig
-    from kpcore.train import train
+    from kpcore.training.config import TrainConfig
+    from kpcore.training.train import train
 
     make_tiny_300w(tmp_path)
     make_tiny_mtfl(tmp_path)
@@ -147,8 +147,8 @@ def test_training_with_mtfl_mixed_in_runs_and_says_so(tmp_path):
 
 
 def test_aux_config_errors_name_the_field():
-    from kpcore.config import TrainConfig
     from kpcore.errors import ConfigError
+    from kpcore.training.config import TrainConfig
 
     for aux, words in (({"task": "nope"}, "aux.task"), ({"task": "imm_face"}, "only MTFL"),
                        ({"task": "mtfl", "main_repeat": 0}, "aux.main_repeat")):
@@ -159,10 +159,10 @@ def test_aux_config_errors_name_the_field():
 
 
 def test_evaluate_on_mtfl_reports_per_pose_and_writes_only_to_out(tmp_path):
-    from kpcore.checkpoint import build_config, save_checkpoint
     from kpcore.data.loader import InputSpec
-    from kpcore.evaluate import evaluate_model
+    from kpcore.evaluation.evaluate import evaluate_model
     from kpcore.models import create_model
+    from kpcore.models.checkpoint import build_config, save_checkpoint
 
     make_tiny_mtfl(tmp_path, n=60)
     model = create_model("mobilenetv2_heatmap", 68, 3, head_channels=16)

@@ -10,10 +10,8 @@ import torch
 
 pytest.importorskip("onnx", reason="exporting needs the onnx package (pip install onnx)")
 
-from kpcore.checkpoint import build_config, save_checkpoint  # noqa: E402
 from kpcore.errors import CheckpointError  # noqa: E402
-from kpcore.models import create_model  # noqa: E402
-from kpcore.onnx_runtime import (  # noqa: E402
+from kpcore.live.onnx_runtime import (  # noqa: E402
     ONNX_FILE,
     PARITY_TOLERANCE,
     OnnxModel,
@@ -21,7 +19,9 @@ from kpcore.onnx_runtime import (  # noqa: E402
     export_onnx,
     parity,
 )
-from kpcore.predict import Predictor  # noqa: E402
+from kpcore.live.predict import Predictor  # noqa: E402
+from kpcore.models import create_model  # noqa: E402
+from kpcore.models.checkpoint import build_config, save_checkpoint  # noqa: E402
 
 from .conftest import REPO  # noqa: E402
 

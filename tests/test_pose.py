@@ -1,11 +1,11 @@
-"""Head pose from 68 points (kpcore.pose): known poses of the 3-D face model are recovered."""
+"""Head pose from 68 points (kpcore.live.pose): known poses of the 3-D face model are recovered."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kpcore.pose import FACE_MODEL_68, axes_points, estimate_pose, project, rotation_matrix
+from kpcore.live.pose import FACE_MODEL_68, axes_points, estimate_pose, project, rotation_matrix
 
 IMAGE = (640, 480)
 TOLERANCE_DEG = 0.5
@@ -46,7 +46,7 @@ def test_sign_convention_nose_goes_where_the_face_turns() -> None:
 
 
 def test_mirrored_face_has_the_opposite_yaw_and_roll() -> None:
-    from kpcore.facts import W300_FACTS
+    from kpcore.data.facts import W300_FACTS
 
     points = project(35, 8, 12, IMAGE, (320, 240), 90)
     mirrored = np.stack([IMAGE[0] - 1 - points[:, 0], points[:, 1]], 1)[W300_FACTS.flip_permutation]
@@ -56,7 +56,7 @@ def test_mirrored_face_has_the_opposite_yaw_and_roll() -> None:
 
 
 def test_model_is_symmetric_and_in_eye_corner_units() -> None:
-    from kpcore.facts import W300_FACTS
+    from kpcore.data.facts import W300_FACTS
 
     mirrored = FACE_MODEL_68 * [-1, 1, 1]
     np.testing.assert_allclose(mirrored[W300_FACTS.flip_permutation], FACE_MODEL_68, atol=2e-3)

@@ -11,9 +11,9 @@ import torch
 import yaml
 from PIL import Image
 
-from kpcore import geometry as geo
-from kpcore.facts import W300_FACTS
-from kpcore.predict import Predictor, flip_average
+from kpcore.data import geometry as geo
+from kpcore.data.facts import W300_FACTS
+from kpcore.live.predict import Predictor, flip_average
 
 from .fixtures import make_tiny_imm
 from .test_train import JOB, run_cli
@@ -147,7 +147,7 @@ def test_evaluate_and_export_write_records(tiny_run, tmp_path):
     assert (ev / "per_image.csv").exists() and (ev / "ced.csv").exists()
     assert len(list((ev / "thumbs").glob("worst_*.jpg"))) == 8 and len(list((ev / "thumbs").glob("best_*.jpg"))) == 8
 
-    from kpcore.export import export_checkpoint, export_records
+    from kpcore.models.export import export_checkpoint, export_records
 
     rec = export_records(run, tmp_path / "records")
     assert (rec / "metrics.csv").exists() and (rec / "config.yaml").exists()
@@ -172,7 +172,7 @@ class StubDetector:
         self.boxes = boxes
 
     def detect(self, image, score_threshold=None):
-        from kpcore.detect import Face
+        from kpcore.live.detect import Face
 
         return [Face(box=b, score=0.99) for b in self.boxes]
 
@@ -207,7 +207,7 @@ def test_predict_maps_detector_boxes_and_refines_around_the_first_pass():
 
 
 def test_bench_writes_its_json_for_a_checkpoint(tiny_run, tmp_path):
-    from kpcore.bench import run_bench
+    from kpcore.evaluation.bench import run_bench
 
     data, run = tiny_run
     out = tmp_path / "bench.json"
@@ -225,8 +225,8 @@ def test_atomic_writes_are_not_private(tmp_path):
     import os
     import stat
 
-    from kpcore.checkpoint import atomic_write_text, save_checkpoint
     from kpcore.models import create_model
+    from kpcore.models.checkpoint import atomic_write_text, save_checkpoint
 
     mask = os.umask(0o022)
     try:
@@ -239,7 +239,7 @@ def test_atomic_writes_are_not_private(tmp_path):
 
 
 def test_confidence_is_one_when_the_mirror_agrees_and_falls_as_it_parts():
-    from kpcore.predict import CONFIDENCE_SCALE, confidence_from_flip
+    from kpcore.live.predict import CONFIDENCE_SCALE, confidence_from_flip
 
     rng = np.random.default_rng(2)
     pred = rng.uniform(-0.6, 0.6, (3, 68, 2))

@@ -45,8 +45,8 @@ def test_missing_weights_say_where_they_are_looked_for(tmp_path, monkeypatch):
 
 
 def test_pretrained_on_a_model_without_that_option_is_a_config_error():
-    from kpcore.config import TrainConfig
-    from kpcore.train import build_model
+    from kpcore.training.config import TrainConfig
+    from kpcore.training.train import build_model
 
     cfg = TrainConfig.from_dict({"task": "imm_nose", "model": {"name": "nosenet", "pretrained": "IMAGENET1K_V1"}})
     with pytest.raises(ConfigError, match="model.pretrained"):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kpcore.reference import DlibLandmarks
+from kpcore.evaluation.reference import DlibLandmarks
 
 from .conftest import REPO, needs_300w
 
@@ -18,7 +18,7 @@ needs_dlib = pytest.mark.skipif(not DlibLandmarks.available(),
 
 
 def test_importing_kpcore_does_not_import_dlib():
-    code = "import sys, kpcore, kpcore.reference, kpcore.predict; print('dlib' in sys.modules)"
+    code = "import sys, kpcore, kpcore.evaluation.reference, kpcore.live.predict; print('dlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -36,7 +36,7 @@ def test_missing_predictor_file_names_the_fix(tmp_path):
 def test_env_variable_names_the_predictor(tmp_path, monkeypatch):
     fake = tmp_path / "p.dat"
     monkeypatch.setenv("KPCORE_DLIB_PREDICTOR", str(fake))
-    from kpcore.reference import predictor_path
+    from kpcore.evaluation.reference import predictor_path
 
     assert predictor_path() == fake
     assert not DlibLandmarks.available()
@@ -64,7 +64,7 @@ def test_dlib_on_300w_faces_is_accurate_in_our_convention(data_root):
     scales every point by much more.
     """
     from kpcore.data.datasets import load_300w
-    from kpcore.imageio import load_image
+    from kpcore.data.imageio import load_image
 
     samples = [s for s in load_300w("test", data_root) if s.image_id.startswith("helen/testset")][:12]
     d = DlibLandmarks()

@@ -1,4 +1,4 @@
-"""Tests of kpcore.render: points land on the right pixels, in the right colours."""
+"""Tests of kpcore.live.render: points land on the right pixels, in the right colours."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kpcore.facts import IMM_FACTS, W300_FACTS
-from kpcore.render import (
+from kpcore.data.facts import IMM_FACTS, W300_FACTS
+from kpcore.live.render import (
     BOX_COLOR,
     PRED_COLOR,
     TRUE_COLOR,
@@ -157,7 +157,7 @@ def _red_area(image: np.ndarray) -> int:
 
 
 def test_markers_scale_with_the_face_not_the_photo() -> None:
-    from kpcore.render import FaceMark, draw_faces
+    from kpcore.live.render import FaceMark, draw_faces
 
     photo = np.full((1000, 2000, 3), GRAY, np.uint8)
     small = draw_faces(photo, [FaceMark(points=np.array([[300.0, 300.0]]), box=(250, 250, 90, 90))])
@@ -170,7 +170,7 @@ def test_markers_scale_with_the_face_not_the_photo() -> None:
 
 
 def test_low_confidence_points_are_hollow_and_confident_ones_filled() -> None:
-    from kpcore.render import LOW_COLOR, FaceMark, draw_faces
+    from kpcore.live.render import LOW_COLOR, FaceMark, draw_faces
 
     points = np.array([[100.0, 100.0], [200.0, 100.0]])
     out = draw_faces(_blank(300, 300), [FaceMark(points=points, box=(50, 50, 200, 200),
@@ -182,7 +182,7 @@ def test_low_confidence_points_are_hollow_and_confident_ones_filled() -> None:
 
 
 def test_labels_stay_inside_the_image() -> None:
-    from kpcore.render import FaceMark, draw_faces
+    from kpcore.live.render import FaceMark, draw_faces
 
     def label_pixels(image: np.ndarray) -> int:
         return int(np.all(np.abs(image.astype(int) - BOX_COLOR) <= 30, axis=-1).sum())
@@ -203,7 +203,7 @@ def test_labels_stay_inside_the_image() -> None:
 
 
 def test_pose_axes_are_drawn_from_the_origin() -> None:
-    from kpcore.render import AXIS_COLORS, FaceMark, draw_faces
+    from kpcore.live.render import AXIS_COLORS, FaceMark, draw_faces
 
     mark = FaceMark(points=np.array([[100.0, 100.0]]), box=(50, 50, 100, 100),
                     pose={"yaw": 0.0, "pitch": 0.0, "roll": 0.0}, axes_origin=(100.0, 100.0))
@@ -213,7 +213,7 @@ def test_pose_axes_are_drawn_from_the_origin() -> None:
 
 
 def test_face_crop_is_a_crisp_close_up_with_its_points() -> None:
-    from kpcore.render import FaceMark, draw_faces, face_crop
+    from kpcore.live.render import FaceMark, draw_faces, face_crop
 
     photo = _blank(600, 800)
     mark = FaceMark(points=np.array([[420.0, 320.0]]), box=(380, 280, 80, 80))

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
+from kpcore.data.facts import FACTS
 from kpcore.data.loader import InputSpec
-from kpcore.detect import Face
-from kpcore.facts import FACTS
-from kpcore.smoothing import FaceFilter, OneEuroFilter, OneEuroParams
-from kpcore.track import CSV_COLUMNS, Tracker, VideoWriter, read_frames, track_video
+from kpcore.live.detect import Face
+from kpcore.live.smoothing import FaceFilter, OneEuroFilter, OneEuroParams
+from kpcore.live.track import CSV_COLUMNS, Tracker, VideoWriter, read_frames, track_video
 
 from .conftest import REPO, needs_300w
 
@@ -243,9 +243,9 @@ def test_tracker_refuses_whole_image_models():
 
 # ---------------------------------------------------------------- end to end
 def _clip(tmp_path, n=12):
-    from kpcore.bench import moving_clip
     from kpcore.data.datasets import load_300w
-    from kpcore.imageio import load_image
+    from kpcore.data.imageio import load_image
+    from kpcore.evaluation.bench import moving_clip
 
     s = [x for x in load_300w("test") if x.image_id.startswith("helen/testset")][0]
     frames, truth = moving_clip(load_image(s.image_path), s.points, n_frames=n, size=(320, 240), face_width=110)

@@ -17,8 +17,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from kpcore.config import TrainConfig, load_job
 from kpcore.errors import ConfigError
+from kpcore.training.config import TrainConfig, load_job
 
 from .conftest import REPO
 from .fixtures import make_tiny_imm
@@ -73,7 +73,7 @@ def test_task_defaults_fill_the_input():
 
 
 def test_train_then_resume_round_trips_weights_optimizer_and_epoch(tiny, tmp_path):
-    from kpcore.train import RunState, _load_last, build_model
+    from kpcore.training.train import RunState, _load_last, build_model
 
     data, job = tiny
     out = tmp_path / "run"
@@ -176,9 +176,9 @@ def test_two_process_accelerate_run_agrees_with_one_process(tiny, tmp_path):
 def test_init_from_starts_training_from_a_checkpoint_s_weights(tmp_path):
     """model.init_from (fine-tuning): the job's model starts with the checkpoint's weights, and a
     checkpoint of another architecture or shape is refused with the reason."""
-    from kpcore.checkpoint import build_config, save_checkpoint
     from kpcore.models import create_model
-    from kpcore.train import build_model
+    from kpcore.models.checkpoint import build_config, save_checkpoint
+    from kpcore.training.train import build_model
 
     cfg = TrainConfig.from_dict(JOB).validate()
     torch.manual_seed(1)

@@ -9,9 +9,9 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from kpcore.data.datasets import Sample
+from kpcore.data.facts import FACTS, IMM_FACTS, W300_FACTS, DatasetFacts
 from kpcore.data.loader import InputSpec, KeypointDataset
-from kpcore.facts import FACTS, IMM_FACTS, W300_FACTS, DatasetFacts
-from kpcore.transforms import AugmentConfig, FaceHorizontalFlip, flip_points
+from kpcore.data.transforms import AugmentConfig, FaceHorizontalFlip, flip_points
 
 H, W = 96, 128
 
@@ -118,7 +118,7 @@ def test_plain_dataset_maps_back_exactly():
     s = Sample("x", "unused.png", pts, (40, 40, 120, 120), 10.0, (200, 200))
     ds = KeypointDataset([s], facts, InputSpec(64, 64), None, cache=False, progress=False)
     m = ds.crop_matrix(0)
-    from kpcore import geometry as geo
+    from kpcore.data import geometry as geo
 
     back = geo.apply(geo.invert(m), geo.denormalize_points(geo.normalize_points(geo.apply(m, pts), (64, 64)),
                                                              (64, 64)))
@@ -136,8 +136,8 @@ def test_augment_config_validation_names_the_field():
 
 def test_sensor_noise_moves_pixels_not_points():
     """augment.noise: Gaussian noise of up to noise_sigma on some samples; the points do not move."""
+    from kpcore.data.transforms import apply_augmentation, build_augmentation
     from kpcore.errors import ConfigError
-    from kpcore.transforms import apply_augmentation, build_augmentation
 
     still = {"rotate_deg": 0, "shift": 0, "scale_min": 1, "scale_max": 1, "box_jitter": 0, "brightness": 0,
              "contrast": 0, "saturation": 0, "hue": 0, "flip": 0}

@@ -21,8 +21,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from kpcore.facts import IMM_FACTS
-from kpcore.render import draw_keypoints
+from kpcore.data.facts import IMM_FACTS
+from kpcore.live.render import draw_keypoints
 
 N_VAL = 12
 IMAGE_W, IMAGE_H = 160, 120
@@ -64,8 +64,8 @@ def save_model(folder: Path, layout: str, task: str, k: int, size: tuple[int, in
     """A real, tiny kpcore checkpoint (``nosenet``) written with kpcore's own API."""
     import torch
 
-    from kpcore.checkpoint import build_config, save_checkpoint
     from kpcore.models import create_model
+    from kpcore.models.checkpoint import build_config, save_checkpoint
 
     torch.manual_seed(k)
     model = create_model("nosenet", num_keypoints=k, in_channels=1, input_size=size)
@@ -238,7 +238,7 @@ def make_rival_checkpoint(root: Path, name: str = "test-face58-rival", seed: int
 
 
 def write_robustness(path: Path, base: float) -> Path:
-    """A robustness.csv in the form kpcore.robustness writes (two perturbations)."""
+    """A robustness.csv in the form kpcore.evaluation.robustness writes (two perturbations)."""
     import pandas as pd
 
     rows = []

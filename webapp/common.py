@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from kpcore.facts import FACTS, DatasetFacts
-from kpcore.render import draw_keypoints, points_canvas
+from kpcore.data.facts import FACTS, DatasetFacts
+from kpcore.live.render import draw_keypoints, points_canvas
 from webapp import records
 
 DATA_HINT = (
@@ -26,7 +26,7 @@ DATA_HINT = (
     "`python -m kpcore download ibug300w`) and start the dashboard with `KPCORE_DATA` set to "
     "the folder that holds `imm_face_db/` and `ibug_300W_large_face_landmark_dataset/`."
 )
-# Overlay colours of kpcore.render (PRED_COLOR red, TRUE_COLOR green, ERROR_LINE_COLOR yellow).
+# Overlay colours of kpcore.live.render (PRED_COLOR red, TRUE_COLOR green, ERROR_LINE_COLOR yellow).
 LEGEND = ":red[**●** predicted] · :green[**●** true] · :orange[**—** error line (predicted to true)]"
 NO_RUNS_HINT = (
     "No runs found in {roots}. Train one (see `train_jobs/`), or set `KPCORE_RUNS` to a folder "
@@ -110,8 +110,8 @@ class LoadedModel:
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=4)
 def load_model(folder: str) -> LoadedModel:
-    """``kpcore.checkpoint.load_checkpoint`` once per folder and process."""
-    from kpcore.checkpoint import load_checkpoint
+    """``kpcore.models.checkpoint.load_checkpoint`` once per folder and process."""
+    from kpcore.models.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(folder)
     model.eval()
@@ -121,9 +121,9 @@ def load_model(folder: str) -> LoadedModel:
 def checkpoint_loader_missing() -> str | None:
     """Why checkpoints cannot be loaded in this checkout, or None if they can."""
     try:
-        from kpcore.checkpoint import load_checkpoint  # noqa: F401
+        from kpcore.models.checkpoint import load_checkpoint  # noqa: F401
     except ImportError as e:
-        return f"`kpcore.checkpoint` is not available yet ({e}); learned filters need it."
+        return f"`kpcore.models.checkpoint` is not available yet ({e}); learned filters need it."
     return None
 
 
@@ -143,8 +143,8 @@ def load_samples(task: str, split: str) -> list:
 def crop_for_task(sample, info) -> tuple[np.ndarray, np.ndarray]:
     """A sample as its task's model sees it before augmentation: the face box or the whole
     image, warped to the task's input size (in colour, for display), with its points moved along."""
+    from kpcore.data.geometry import apply
     from kpcore.data.loader import InputSpec, make_input
-    from kpcore.geometry import apply
 
     width, height = info.input_size
     spec = InputSpec(width, height, color="rgb", crop_mode=info.crop_mode, enlarge=info.enlarge)

@@ -11,7 +11,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from kpcore.facts import DatasetFacts
+    from kpcore.data.facts import DatasetFacts
     from webapp.records import Run
 
 PALETTE = qualitative.Plotly + qualitative.D3

@@ -18,23 +18,23 @@ every output is replaced on a new photo, cleared when the photo is removed,
 and on an error cleared with the message shown in a red box above the result
 (and in a toast that stays until closed). Every photo input (keypoints, morph,
 mean face) skips Gradio's own image decoding
-(``preprocess=False``): kpcore's :func:`~kpcore.imageio.load_image` reads the
+(``preprocess=False``): kpcore's :func:`~kpcore.data.imageio.load_image` reads the
 uploaded file, so a broken, hostile or unsupported file gets kpcore's message
 (a ``gr.Error``, raised by ``gradio_client`` as ``AppError``), odd encodings
 (16-bit, CMYK, transparency, animation, EXIF rotation) are read the kpcore way,
 and huge photos are shrunk, with points still given in the photo's own pixels.
 
-The "Face morph" tab (:func:`_morph_tab`, computing in ``kpcore.morph``) has
+The "Face morph" tab (:func:`_morph_tab`, computing in ``kpcore.live.morph``) has
 ``api_name="morph"`` (photo A, photo B, frames, loop back -> half-way face, GIF
 shown, GIF file, H.264 MP4 file or None, summary) and ``api_name="mean_face"``
 (a list of photo files -> mean face, summary); both use the ``face68-300w``
 checkpoint and read photos with kpcore's loader too.
 
-Overlays are drawn per face (:func:`kpcore.render.draw_faces`): marker sizes
+Overlays are drawn per face (:func:`kpcore.live.render.draw_faces`): marker sizes
 follow each face's box, boxes are labelled ``face N · 99%`` (the detector's
 score) plus the keypoint model's confidence when it has one, low-confidence
 faces and points are orange / hollow, and 68-point faces get head-pose axes
-(:mod:`kpcore.pose`).
+(:mod:`kpcore.live.pose`).
 
 Checkpoints are looked up by folder name (:data:`MODELS`) in ``$KPCORE_CHECKPOINTS``
 (``os.pathsep``-separated folders) and then in ``<repo>/checkpoints``. The one
@@ -59,11 +59,11 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from kpcore.checkpoint import read_config
+from kpcore.data.facts import FACTS, DatasetFacts
+from kpcore.data.imageio import load_image_with_info
 from kpcore.errors import NoFaceFoundError
-from kpcore.facts import FACTS, DatasetFacts
-from kpcore.imageio import load_image_with_info
-from kpcore.render import LOW_CONFIDENCE, FaceMark, draw_faces, face_crop
+from kpcore.live.render import LOW_CONFIDENCE, FaceMark, draw_faces, face_crop
+from kpcore.models.checkpoint import read_config
 from webapp.live_video import add_video_tabs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def _predictor(folder: str):
 def predict_faces(folder: Path, image: np.ndarray, whole_image_if_no_face: bool = False) -> list[Any]:
     """Detect the faces in an RGB ``uint8`` photo and predict their points with the checkpoint in ``folder``.
 
-    Returns ``kpcore.predict.FacePrediction`` objects (``box``, ``score``, ``points``);
+    Returns ``kpcore.live.predict.FacePrediction`` objects (``box``, ``score``, ``points``);
     with ``whole_image_if_no_face`` a photo without a detected face gives one
     "face" covering the whole image, with score :data:`WHOLE_IMAGE_SCORE`.
     Raises kpcore's ``ValueError`` subclasses for unusable photos (too small, no face).
@@ -219,7 +219,7 @@ def with_pose(face: Face, image_size: tuple[int, int]) -> Face:
     """``face`` with a head pose when it has 68 points and none yet (kpcore's Predictor sets it)."""
     if face.pose is not None or len(face.points) != POSE_LAYOUT_POINTS:
         return face
-    from kpcore.pose import estimate_pose
+    from kpcore.live.pose import estimate_pose
 
     return dataclasses.replace(face, pose=estimate_pose(face.points, image_size))
 
@@ -232,7 +232,7 @@ def faces_json(faces: list[Face], model: str, layout: str | None, size: tuple[in
         "image_size": list(size),
         "convention": "(x, y) pixels, 0-based, pixel centres",
         "pose_convention": "degrees; yaw > 0: face turned to the image's right (the subject's left), "
-                           "pitch > 0: face up, roll > 0: clockwise in the image (kpcore.pose)",
+                           "pitch > 0: face up, roll > 0: clockwise in the image (kpcore.live.pose)",
         "faces": [{"box": None if f.box is None else [round(v, 2) for v in f.box],
                    "score": None if f.score is None else round(f.score, 4),
                    "confidence": None if f.confidence is None else round(f.confidence, 4),
@@ -311,7 +311,7 @@ def face_label(index: int, face: Face, whole: bool) -> str:
 
 
 def face_mark(index: int, face: Face, whole: bool) -> FaceMark:
-    """How :func:`kpcore.render.draw_faces` should draw this face."""
+    """How :func:`kpcore.live.render.draw_faces` should draw this face."""
     origin = None
     if len(face.points) == POSE_LAYOUT_POINTS and np.all(np.isfinite(face.points[30])):
         origin = (float(face.points[30, 0]), float(face.points[30, 1]))  # the nose tip
@@ -461,7 +461,7 @@ MEAN_FACE_MAX_PHOTOS = 24  # each photo costs a detection and a warp (~0.2 s on 
 
 
 class _DemoFaceFinder:
-    """:func:`predict_faces` with one checkpoint, in the form ``kpcore.morph.FaceMorpher`` wants."""
+    """:func:`predict_faces` with one checkpoint, in the form ``kpcore.live.morph.FaceMorpher`` wants."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -479,7 +479,7 @@ def morph_availability() -> str:
 
 
 def _morpher():
-    from kpcore.morph import FaceMorpher
+    from kpcore.live.morph import FaceMorpher
 
     folder = checkpoint_folder(MORPH_MODEL)
     if folder is None:
@@ -514,7 +514,7 @@ def run_morph(photo_a: Any, photo_b: Any, n_frames: int = MORPH_FRAMES, loop_bac
 
     The photos are Gradio upload payloads, paths or RGB arrays (:func:`load_photo`).
     """
-    from kpcore.morph import boomerang, morph, morph_sequence, mp4_codec, save_gif, save_mp4
+    from kpcore.live.morph import boomerang, morph, morph_sequence, mp4_codec, save_gif, save_mp4
 
     def step(fraction: float, text: str) -> None:
         if progress is not None:
@@ -587,7 +587,7 @@ def run_mean_face(files: list[Any] | None) -> tuple[np.ndarray, str]:
     Each photo is read by kpcore's loader; one bad photo is skipped (and named),
     never with a server path.
     """
-    from kpcore.morph import mean_face
+    from kpcore.live.morph import mean_face
 
     photos = _file_payloads(files)
     if len(photos) < MEAN_FACE_MIN_PHOTOS:
@@ -774,7 +774,7 @@ def build_demo() -> gr.Blocks:
         demo.load(availability, outputs=notice, api_visibility="private")
         demo.load(None, js=FIT_FRAME_JS, api_visibility="private")
         _morph_tab()
-        add_video_tabs()  # "Webcam" and "Video": kpcore.track on a camera stream or a file
+        add_video_tabs()  # "Webcam" and "Video": kpcore.live.track on a camera stream or a file
     return demo
 
 

@@ -1,8 +1,8 @@
-"""The demo's "Webcam" and "Video" tabs: kpcore's tracker (:mod:`kpcore.track`) on a camera or a file.
+"""The demo's "Webcam" and "Video" tabs: kpcore's tracker (:mod:`kpcore.live.track`) on a camera or a file.
 
 Webcam: Gradio streams camera frames (``gr.Image(sources=["webcam"],
 streaming=True)`` and ``.stream(..., stream_every=..., time_limit=...)``); each
-browser session has its own :class:`kpcore.track.Tracker` in a ``gr.State``, so
+browser session has its own :class:`kpcore.live.track.Tracker` in a ``gr.State``, so
 the detector runs only when a face is new or lost and the points are smoothed
 from frame to frame. Video: an uploaded file goes through ``kpcore track``'s
 library call and comes back annotated (H.264) with the points as CSV.
@@ -43,7 +43,7 @@ class WebcamSession:
     """One browser session's tracker and frame clock."""
 
     def __init__(self) -> None:
-        from kpcore.track import Tracker
+        from kpcore.live.track import Tracker
 
         self.predictor = _predictor()
         self.tracker = Tracker(self.predictor)
@@ -51,7 +51,7 @@ class WebcamSession:
         self.stamps: list[float] = []
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        from kpcore.track import draw_faces
+        from kpcore.live.track import draw_faces
 
         now = time.perf_counter()
         t0 = now
@@ -82,7 +82,7 @@ def reset_session(_: Any = None) -> None:
 
 def track_upload(video: str | None) -> tuple[str, str, str]:
     """An uploaded video -> (annotated H.264 video, CSV of frame,face,point,x,y, summary)."""
-    from kpcore.track import read_frames, track_video
+    from kpcore.live.track import read_frames, track_video
 
     if not video:
         raise gr.Error("upload a video first (any format OpenCV reads: mp4, webm, mov, avi, mkv)")

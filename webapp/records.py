@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kpcore import metrics
+from kpcore.evaluation import metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS_ENV = "KPCORE_RUNS"
@@ -181,12 +181,12 @@ class Run:
     @property
     def val_loss_differs(self) -> bool:
         """True when the logged val_loss is not the training loss: heatmap losses validate with
-        an L1 on normalised coordinates (kpcore.train.evaluate_loader)."""
+        an L1 on normalised coordinates (kpcore.training.train.evaluate_loader)."""
         name = self.loss_name
         if not name:
             return False
         try:
-            from kpcore.losses import create_loss
+            from kpcore.training.losses import create_loss
 
             loss = self.config.get("loss", {})
             return bool(create_loss(name, scale=1.0, **(loss.get("kwargs") or {})).needs_heatmaps)
@@ -396,7 +396,7 @@ def norm_name_for(layout: str | None, summary: dict | None = None) -> str:
     if summary and summary.get("norm"):
         return str(summary["norm"])
     try:
-        from kpcore.facts import FACTS
+        from kpcore.data.facts import FACTS
     except ImportError:
         return "the layout's normalising distance"
     facts = FACTS.get(layout or "")
@@ -596,7 +596,7 @@ def region_names(layout_groups: dict[str, list[int]]) -> dict[str, list[int]]:
 
 def region_errors(src: EvalSource) -> pd.DataFrame:
     """Mean NME (%) of the points of each face region: columns ``region, nme_pct, points``."""
-    from kpcore.facts import FACTS
+    from kpcore.data.facts import FACTS
 
     facts = FACTS.get(src.layout or "")
     if facts is None or facts.num_points < 2:
@@ -631,7 +631,7 @@ POSE_FRAME = 4.0  # assumed frame side / face extent when the image size is not 
 
 
 def estimate_yaw(true_points: np.ndarray) -> np.ndarray | None:
-    """Yaw in degrees of each ``(K, 2)`` 68-point shape, from ``kpcore.pose.estimate_pose``;
+    """Yaw in degrees of each ``(K, 2)`` 68-point shape, from ``kpcore.live.pose.estimate_pose``;
     None when that module is not in this checkout.
 
     per_image.csv does not save the image size, which sets the assumed camera (focal length =
@@ -639,7 +639,7 @@ def estimate_yaw(true_points: np.ndarray) -> np.ndarray | None:
     :data:`POSE_FRAME` times its extent, a typical portrait framing.
     """
     try:
-        from kpcore.pose import estimate_pose
+        from kpcore.live.pose import estimate_pose
     except ImportError:
         return None
     out = []

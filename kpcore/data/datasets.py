@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import AnnotationError, DatasetNotFoundError
-from ..facts import FACTS, IMM_FACTS, IMM_NOSE_TIP, MTFL_FACTS, W300_FACTS, DatasetFacts
-from ..geometry import Box
+from .facts import FACTS, IMM_FACTS, IMM_NOSE_TIP, MTFL_FACTS, W300_FACTS, DatasetFacts
 from .formats import parse_300w_xml, parse_asf, parse_mtfl, read_pts
+from .geometry import Box
 
 DEFAULT_DATA_ROOT = "./data"
 DATA_ENV = "KPCORE_DATA"
@@ -66,7 +66,7 @@ class TaskInfo:
 
     name: str
     dataset: str
-    layout: str  # key of kpcore.facts.FACTS
+    layout: str  # key of kpcore.data.facts.FACTS
     point_ids: tuple[int, ...] | None  # subset of the dataset's points, None = all
     crop_mode: str  # "whole": resize the whole image; "box": crop the face box
     input_size: tuple[int, int]  # default (width, height)

@@ -1,6 +1,6 @@
 """From samples to model inputs: the face crop, the decode cache, the torch Dataset.
 
-One crop matrix ``M`` (original pixels -> input pixels, :mod:`kpcore.geometry`)
+One crop matrix ``M`` (original pixels -> input pixels, :mod:`kpcore.data.geometry`)
 is computed per sample and draw; the image is warped by it and the points are
 moved by it, so every prediction maps back to the original image exactly with
 ``inv(M)``.
@@ -24,11 +24,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .. import geometry as geo
 from ..errors import ConfigError
-from ..facts import DatasetFacts
-from ..transforms import AugmentConfig, apply_augmentation, build_augmentation
+from . import geometry as geo
 from .datasets import Sample
+from .facts import DatasetFacts
+from .transforms import AugmentConfig, apply_augmentation, build_augmentation
 
 CACHE_OVERSAMPLE = 1.5  # cached crop resolution relative to the input resolution
 CACHE_MARGIN = 1.3  # cached area relative to the crop area (room for jitter/rotation)
@@ -287,7 +287,7 @@ class MixedDataset(Dataset):
     Items carry the main layout's ``target`` and a ``mask`` (1 for main faces, 0 for
     the others), and ``aux_target`` / ``aux_mask`` in the auxiliary layout (the
     other way round), so one batch can hold both; ``aux_matrix`` ``(K_aux, K)``
-    maps the model's K points to the auxiliary ones (``kpcore.facts.five_point_matrix``).
+    maps the model's K points to the auxiliary ones (``kpcore.data.facts.five_point_matrix``).
     ``index`` is the position in this dataset.
     """
 

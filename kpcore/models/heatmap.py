@@ -5,7 +5,7 @@ times coarser than the input; a softmax over each map gives a probability
 distribution whose expected position is the keypoint (Sun et al., "Integral
 Human Pose Regression", 2018; Nibali et al., DSNT, 2018). The decoding is
 differentiable, so these models train with ordinary coordinate losses and can
-add a heatmap term (see :mod:`kpcore.losses`).
+add a heatmap term (see :mod:`kpcore.training.losses`).
 
 Grid convention (the same ``align_corners=False`` convention as the model
 outputs, ``docs/FORMATS.md``): on a map ``w`` cells wide, cell ``i`` covers

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from kpcore.render import augmentation_grid, draw_keypoints, image_grid, to_rgb_uint8
+from kpcore.live.render import augmentation_grid, draw_keypoints, image_grid, to_rgb_uint8
 from webapp import common, records
 
 TILE = 320
@@ -43,7 +43,7 @@ def show_augmentation(samples: list, facts, info) -> None:
     import torch
 
     from kpcore.data.loader import InputSpec, KeypointDataset
-    from kpcore.transforms import AugmentConfig
+    from kpcore.data.transforms import AugmentConfig
 
     st.subheader("Augmentation: one sample, several random draws")
     defaults = AugmentConfig()

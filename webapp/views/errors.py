@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from kpcore import metrics
+from kpcore.evaluation import metrics
 from webapp import common, figures, records
 
 NO_EVAL_HINT = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from kpcore.render import maps_grid, to_rgb_uint8
+from kpcore.live.render import maps_grid, to_rgb_uint8
 from webapp import common, records
 
 MAX_FILTERS = 256  # filter tiles drawn at most (a ResNet stage has up to 512)
@@ -49,7 +49,7 @@ def prepare_input(image: np.ndarray, config: dict, model, origin: str) -> ModelI
     whole image. Without a face the whole image is used, and ``origin`` says so.
     """
     from kpcore.data.loader import InputSpec, region_input
-    from kpcore.predict import Predictor
+    from kpcore.live.predict import Predictor
 
     rgb = to_rgb_uint8(image)
     spec = InputSpec.from_dict(config["input"])
@@ -116,8 +116,8 @@ def example_image(key: str, task: str | None) -> tuple[np.ndarray, str] | None:
     """
     upload = st.file_uploader("Example image (optional)", type=["png", "jpg", "jpeg", "webp"], key=key)
     if upload is not None:
+        from kpcore.data.imageio import load_image
         from kpcore.errors import BadImageError
-        from kpcore.imageio import load_image
 
         try:  # kpcore's loader: the same rules and messages as the live demo (EXIF, 16-bit, bombs, ...)
             return load_image(upload), upload.name

@@ -1,7 +1,7 @@
 """Robustness page: NME against perturbation strength (blur, noise, ...), one line per model.
 
 Reads ``<model>/eval/<split>/robustness.csv`` written by
-``python -m kpcore evaluate MODEL --perturb blur,noise,...`` (kpcore/robustness.py).
+``python -m kpcore evaluate MODEL --perturb blur,noise,...`` (kpcore/evaluation/robustness.py).
 """
 
 from __future__ import annotations

@@ -82,11 +82,11 @@ def show_pose(srcs: list[records.EvalSource], aligned: pd.DataFrame) -> None:
         true = np.stack([records.parse_points(t) for t in first["true"]])
         yaw = records.estimate_yaw(true)
         if yaw is None:
-            st.caption("Yaw slice skipped: `kpcore.pose` (head pose from 68 points) is not in this checkout.")
+            st.caption("Yaw slice skipped: `kpcore.live.pose` (head pose from 68 points) is not in this checkout.")
             return
         _bars(values, records.yaw_bins(yaw), "Error by |yaw| (estimated from the true points)", "|yaw|",
               norm_name, "slices_yaw")
-        st.caption("Yaw from `kpcore.pose.estimate_pose` on each face's true 68 points (the image size is "
+        st.caption("Yaw from `kpcore.live.pose.estimate_pose` on each face's true 68 points (the image size is "
                    "not saved; each face is assumed centred in a frame 4x its extent).")
     else:
         st.caption("No pose for this test set: the table has no `pose` column (MTFL evaluations write one) "

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import geometry as geo
-from .data.loader import InputSpec, region_array
-from .facts import FACTS, DatasetFacts
+from ..data import geometry as geo
+from ..data.facts import FACTS, DatasetFacts
+from ..data.loader import InputSpec, region_array
 
 DEFAULT_BATCH = 32
 
@@ -155,7 +155,7 @@ class Predictor:
         self.facts: DatasetFacts = FACTS[config["layout"]]
         self.flip_test = flip_test
         self.threads = threads
-        # "auto": the folder's model.onnx in onnxruntime when it is current (kpcore.onnx_runtime)
+        # "auto": the folder's model.onnx in onnxruntime when it is current (kpcore.live.onnx_runtime)
         self.backend = backend
         self._onnx = None
         self._detector = None
@@ -169,8 +169,8 @@ class Predictor:
         ``model.onnx`` in onnxruntime when it was exported from these weights,
         ``"torch"`` always PyTorch, ``"onnx"`` requires the ONNX file.
         """
-        from .checkpoint import load_checkpoint
-        from .hub import resolve_model_dir
+        from ..models.checkpoint import load_checkpoint
+        from ..models.hub import resolve_model_dir
 
         folder = resolve_model_dir(folder_or_repo_id)
         model, config = load_checkpoint(folder)
@@ -237,7 +237,7 @@ class Predictor:
 
     def load_image(self, image) -> np.ndarray:
         """Any accepted image form -> RGB uint8, EXIF orientation applied (clear errors on bad input)."""
-        from .imageio import load_image
+        from ..data.imageio import load_image
 
         return load_image(image)
 
@@ -306,7 +306,7 @@ class Predictor:
         """The input region for a detector box.
 
         Uses the checkpoint's ``detector_box_map`` (fitted by ``kpcore calibrate``,
-        :mod:`kpcore.calibrate`); without one, the detector box is treated as
+        :mod:`kpcore.live.calibrate`); without one, the detector box is treated as
         the training face box.
         """
         from .calibrate import box_to_region
@@ -332,8 +332,8 @@ class Predictor:
         Raises:
             NoFaceFoundError: no face was found (and ``whole_image_if_no_face`` is False).
         """
-        from .errors import NoFaceFoundError
-        from .imageio import load_image_with_info
+        from ..data.imageio import load_image_with_info
+        from ..errors import NoFaceFoundError
 
         arr, info = load_image_with_info(image)  # huge photos come back shrunk
         dets = self.detector().detect(arr, min_score)
@@ -365,7 +365,7 @@ class Predictor:
         faces = [FacePrediction(box=b, score=s, points=p, crop_box=cb,
                                 confidence=None if c is None else float(c), point_confidence=pc)
                  for b, s, p, cb, c, pc in zip(boxes, scores, pts, crop_boxes, conf, point_conf, strict=True)]
-        if self.facts.num_points == 68 and pts.shape[1] == 68:  # head pose from the 300-W layout (kpcore.pose)
+        if self.facts.num_points == 68 and pts.shape[1] == 68:  # head pose from the 300-W layout (kpcore.live.pose)
             from .pose import estimate_pose
 
             for f in faces:

@@ -7,7 +7,7 @@ is built. Install it with ``pip install dlib-bin`` and the predictor file with
 Debian's ``libdlib-data`` (or point ``$KPCORE_DLIB_PREDICTOR`` at a
 ``shape_predictor_68_face_landmarks.dat``).
 
-    from kpcore.reference import DlibLandmarks
+    from kpcore.evaluation.reference import DlibLandmarks
     if DlibLandmarks.available():
         pts = DlibLandmarks().predict_crops(rgb, [(left, top, width, height)])   # (1, 68, 2)
 
@@ -112,5 +112,5 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         desc = f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"DlibLandmarks takes (H, W, 3) RGB uint8 arrays; got {desc}. "
-                         f"Load files with kpcore.imageio.load_image().")
+                         f"Load files with kpcore.data.imageio.load_image().")
     return np.ascontiguousarray(image)

@@ -31,19 +31,19 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from . import geometry as geo
-from .checkpoint import atomic_write_text, build_config, save_checkpoint
+from ..console import progress_enabled
+from ..data import geometry as geo
+from ..data.datasets import get_task, load_split
+from ..data.loader import KeypointDataset, MixedDataset
+from ..errors import ConfigError
+from ..evaluation.metrics import nme as nme_fn
+from ..evaluation.metrics import px_error as px_fn
+from ..models import create_model
+from ..models.checkpoint import atomic_write_text, build_config, save_checkpoint
 from .config import TrainConfig, load_job, save_yaml
-from .console import progress_enabled
-from .data.datasets import get_task, load_split
-from .data.loader import KeypointDataset, MixedDataset
-from .errors import ConfigError
 from .losses import create_loss, pixel_scale
-from .metrics import nme as nme_fn
-from .metrics import px_error as px_fn
-from .models import create_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_nme", "val_px_error", "lr", "seconds"]
 STATE_FILE = "state.pt"
 
@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
     val_ds = KeypointDataset(val_samples, facts, cfg.input, None, cache=cfg.cache, progress=progress)
     aux_loss = None
     if cfg.aux.task:
-        from .facts import five_point_matrix
+        from ..data.facts import five_point_matrix
 
         aux_task = get_task(cfg.aux.task)
         aux_ds = KeypointDataset(load_split(aux_task.name, "train", cfg.data_root), aux_task.facts, cfg.input,
@@ -287,7 +287,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
 def build_model(cfg: TrainConfig, num_keypoints: int) -> torch.nn.Module:
     """The job's model; models that size themselves get ``input_size`` from the input spec,
     and ``model.pretrained`` goes to models that take a ``pretrained`` option."""
-    from .models import model_accepts
+    from ..models import model_accepts
 
     kwargs = dict(cfg.model.kwargs)
     if model_accepts(cfg.model.name, "input_size") and "input_size" not in kwargs:
@@ -305,7 +305,7 @@ def build_model(cfg: TrainConfig, num_keypoints: int) -> torch.nn.Module:
 
 def init_weights_from(model: torch.nn.Module, name: str, folder: str | Path) -> None:
     """Copy a checkpoint's weights into ``model`` (``model.init_from``), in the model's dtypes."""
-    from .checkpoint import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():

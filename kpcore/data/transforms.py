@@ -28,7 +28,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .facts import DatasetFacts
 
 
@@ -97,7 +97,7 @@ class FaceHorizontalFlip(v2.RandomHorizontalFlip):
 
     Args:
         flip_permutation: ``perm`` with ``flipped = mirrored[perm]``
-            (:attr:`kpcore.facts.DatasetFacts.flip_permutation`).
+            (:attr:`kpcore.data.facts.DatasetFacts.flip_permutation`).
         p: Probability of flipping.
     """
 

@@ -1,6 +1,6 @@
 """Keypoints on video: detect a face once, then follow it with crops from its own points.
 
-    from kpcore.track import track
+    from kpcore.live.track import track
     for frame in track("clip.mp4"):                    # a generator over frames
         for face in frame.faces:
             face.id, face.points                        # stable id, (K, 2) smoothed points
@@ -13,7 +13,7 @@ calibrate``), all faces in one batch. The face detector runs only when there is
 no face yet, when a face is lost (its new points no longer fit the crop they
 came from), and every ``detect_every`` frames to pick up new faces (and to drop
 tracks that no detection confirms). Points are smoothed over time by
-:class:`kpcore.smoothing.FaceFilter`: One Euro filters on the face's motion
+:class:`kpcore.live.smoothing.FaceFilter`: One Euro filters on the face's motion
 (``params``) and on its shape in its own frame (``shape_params``).
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import geometry as geo
+from ..data import geometry as geo
 from .smoothing import FaceFilter, OneEuroParams
 
 DEFAULT_MODEL = "face68-300w"
@@ -115,11 +115,11 @@ class Tracker:
     """Follows faces from frame to frame; call :meth:`update` once per frame.
 
     Args:
-        predictor: A :class:`~kpcore.predict.Predictor` of a box-cropped model.
-        smooth: Smooth the points over time (:class:`~kpcore.smoothing.FaceFilter`).
+        predictor: A :class:`~kpcore.live.predict.Predictor` of a box-cropped model.
+        smooth: Smooth the points over time (:class:`~kpcore.live.smoothing.FaceFilter`).
         params: The One Euro parameters of the face's motion (its similarity pose).
         shape_params: Those of its shape in its own frame (default
-            :data:`kpcore.smoothing.SHAPE_PARAMS`).
+            :data:`kpcore.live.smoothing.SHAPE_PARAMS`).
         detect_every: Frames between detector runs that look for new faces;
             0 runs it only when no face is tracked.
         max_faces: Track at most this many faces (the largest detections).
@@ -305,7 +305,7 @@ def track(video: str | os.PathLike | Iterable[np.ndarray], predictor=None, *, sm
 
     Args:
         video: A path OpenCV can read, or RGB uint8 frames.
-        predictor: A :class:`~kpcore.predict.Predictor` (default: ``checkpoints/face68-300w``).
+        predictor: A :class:`~kpcore.live.predict.Predictor` (default: ``checkpoints/face68-300w``).
         smooth: Smooth the points (``params``, ``shape_params``: see :class:`Tracker`).
         detect_every: See :class:`Tracker`.
         fps: Frame rate for the filter's clock (default: the file's, else 30).

@@ -1,7 +1,7 @@
 """Drawing keypoints, skeletons and image grids.
 
 Everything here returns a new RGB ``uint8`` numpy array ``(H, W, 3)`` and never
-changes its inputs. Points follow the kpcore convention (``kpcore/facts.py``):
+changes its inputs. Points follow the kpcore convention (``kpcore/data/facts.py``):
 ``(x, y)`` pixels, 0-based, pixel centres, so a point at ``(x, y)`` lands on the
 pixel ``image[round(y), round(x)]``.
 
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 if TYPE_CHECKING:
-    from kpcore.facts import DatasetFacts
+    from kpcore.data.facts import DatasetFacts
 
 RGB = tuple[int, int, int]
 
@@ -209,7 +209,7 @@ def draw_boxes(
     font = ImageFont.load_default(size=max(12, round(max(h, w) / 32)))
     for i, box in enumerate(boxes):
         left, top, bw, bh = (float(v) for v in box)
-        # Edge coordinate e is pixel-centre coordinate e - 0.5 (kpcore.geometry).
+        # Edge coordinate e is pixel-centre coordinate e - 0.5 (kpcore.data.geometry).
         x0, y0, x1, y1 = left - 0.5, top - 0.5, left + bw - 0.5, top + bh - 0.5
         draw.rectangle([round(x0), round(y0), round(x1), round(y1)], outline=color, width=lw)
         if labels is not None and i < len(labels) and labels[i]:
@@ -380,7 +380,7 @@ class FaceMark:
         label: Text over the box (e.g. ``"face 2 · 99%"``); empty for none.
         point_confidence: ``(K,)`` in [0, 1] or None; points below ``LOW_CONFIDENCE`` get hollow markers.
         low: The whole face is of low confidence: its box and label are drawn in :data:`LOW_COLOR`.
-        pose: ``{"yaw", "pitch", "roll"}`` in degrees (:mod:`kpcore.pose`), drawn as axes; or None.
+        pose: ``{"yaw", "pitch", "roll"}`` in degrees (:mod:`kpcore.live.pose`), drawn as axes; or None.
         axes_origin: Where the pose axes start (default: the centre of the points).
     """
 

@@ -1,6 +1,6 @@
 """Head pose (yaw, pitch, roll in degrees) from 68 facial keypoints.
 
-    from kpcore.pose import estimate_pose
+    from kpcore.live.pose import estimate_pose
     pose = estimate_pose(points68, image_size=(width, height))   # {"yaw": .., "pitch": .., "roll": ..}
 
 The 2-D points are matched to a generic 3-D face (:data:`FACE_MODEL_68`) with

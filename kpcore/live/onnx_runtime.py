@@ -3,7 +3,7 @@
 ``python -m kpcore export-onnx checkpoints/face68-300w`` writes ``model.onnx``
 beside ``model.safetensors`` (batch size is dynamic; the output is the model's
 ``(B, K, 2)`` normalised coordinates, soft-argmax included). From then on
-:class:`~kpcore.predict.Predictor` runs the network in onnxruntime, unless
+:class:`~kpcore.live.predict.Predictor` runs the network in onnxruntime, unless
 ``backend="torch"`` is asked for (or ``$KPCORE_BACKEND=torch``).
 ``Predictor.model`` stays the PyTorch module for code that needs heatmaps.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import WEIGHTS_FILE, load_checkpoint
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..models.checkpoint import WEIGHTS_FILE, load_checkpoint
 
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
@@ -112,7 +112,7 @@ def export_onnx(folder_or_repo_id: str | os.PathLike, int8: bool = False, check:
     Returns:
         ``{"path", "max_abs_diff", "int8_path"?}``.
     """
-    from .hub import resolve_model_dir
+    from ..models.hub import resolve_model_dir
 
     folder = resolve_model_dir(folder_or_repo_id)
     model, config = load_checkpoint(folder)

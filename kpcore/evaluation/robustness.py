@@ -5,7 +5,7 @@ Each face of the split is first cut out with context (its box enlarged
 the whole image), the perturbation is applied to that patch at a few strengths,
 and the model predicts from the *unchanged* face box, as it would from a
 detector's box. Geometric perturbations (``rotate``, ``scale``) move the true
-points with the image through one matrix (:mod:`kpcore.geometry`), so the error
+points with the image through one matrix (:mod:`kpcore.data.geometry`), so the error
 is measured against where the points really are. NME is scale-free, so it is
 computed in patch pixels with the normalising distance scaled to match.
 
@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import geometry as geo
-from .checkpoint import atomic_write_text
-from .console import progress_enabled
+from ..console import progress_enabled
+from ..data import geometry as geo
+from ..models.checkpoint import atomic_write_text
 from .metrics import auc, failure_rate, px_error
 
 CONTEXT = 2.0  # patch side / face box side: room for rotation and zoom-out without black borders
@@ -182,9 +182,9 @@ def evaluate_robustness(model: str | Path, perturbations: Sequence[str] | None =
     Returns:
         The table that was saved (one row per perturbation and strength, clean rows included).
     """
-    from .data.datasets import get_task, load_split
-    from .data.loader import decode_rgb
-    from .predict import Predictor
+    from ..data.datasets import get_task, load_split
+    from ..data.loader import decode_rgb
+    from ..live.predict import Predictor
 
     predictor = predictor or Predictor.from_pretrained(model)
     task = get_task(predictor.config["task"])

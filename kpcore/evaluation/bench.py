@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CONFIG_FILE, FORMAT, WEIGHTS_FILE
+from ..models.checkpoint import CONFIG_FILE, FORMAT, WEIGHTS_FILE
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "bench.json"
 PHOTO_SIZE = (1280, 960)
@@ -68,7 +68,7 @@ def time_model(model: torch.nn.Module, shape: tuple[int, int, int], repeats: int
 def train_throughput(model: torch.nn.Module, shape: tuple[int, int, int], steps: int = 3,
                      batch: int = 32, mixed_precision: str = "auto") -> float:
     """Images per second of forward + backward + AdamW step, as the trainer runs it."""
-    from .train import cpu_has_fast_bf16
+    from ..training.train import cpu_has_fast_bf16
 
     bf16 = mixed_precision == "bf16" or (mixed_precision == "auto" and cpu_has_fast_bf16())
     model.train()
@@ -90,9 +90,9 @@ def train_throughput(model: torch.nn.Module, shape: tuple[int, int, int], steps:
 
 def loader_throughput(task: str, spec, data_root, n: int = 256) -> float | None:
     """Images per second of the augmented training pipeline (cache built beforehand), one process."""
-    from .data.datasets import get_task, load_split
-    from .data.loader import KeypointDataset
-    from .transforms import AugmentConfig
+    from ..data.datasets import get_task, load_split
+    from ..data.loader import KeypointDataset
+    from ..data.transforms import AugmentConfig
 
     try:
         samples = load_split(task, "train", data_root)[:n]
@@ -107,10 +107,10 @@ def loader_throughput(task: str, spec, data_root, n: int = 256) -> float | None:
 
 def photo_latency(folder: Path, repeats: int, data_root=None) -> dict | None:
     """End-to-end median ms for a 1280x960 photo with one face: detect + points + overlay."""
-    from .data.datasets import load_split
-    from .data.loader import decode_rgb
-    from .predict import Predictor
-    from .render import draw_keypoints
+    from ..data.datasets import load_split
+    from ..data.loader import decode_rgb
+    from ..live.predict import Predictor
+    from ..live.render import draw_keypoints
 
     try:
         sample = load_split("ibug300w", "test", data_root)[0]
@@ -137,9 +137,9 @@ def photo_latency(folder: Path, repeats: int, data_root=None) -> dict | None:
 
 
 def dlib_row(data_root, repeats: int) -> dict | None:
-    """dlib's 68-point shape predictor on the same test boxes (:class:`kpcore.reference.DlibLandmarks`)."""
-    from .data.datasets import load_split
-    from .data.loader import decode_rgb
+    """dlib's 68-point shape predictor on the same test boxes (:class:`kpcore.evaluation.reference.DlibLandmarks`)."""
+    from ..data.datasets import load_split
+    from ..data.loader import decode_rgb
     from .metrics import summarize
     from .reference import DlibLandmarks
 
@@ -163,10 +163,10 @@ def dlib_row(data_root, repeats: int) -> dict | None:
 def run_bench(json_out: str | Path | None = None, data_root=None, quick: bool = False,
               threads: int | None = None, models: list[Path] | None = None) -> list[dict]:
     """Benchmark every shipped model; print a table and write the JSON."""
-    from .checkpoint import load_checkpoint
-    from .data.loader import InputSpec
+    from ..data.loader import InputSpec
+    from ..live.predict import Predictor
+    from ..models.checkpoint import load_checkpoint
     from .evaluate import evaluate_model
-    from .predict import Predictor
 
     threads = threads or min(os.cpu_count() or 1, 2 if (os.cpu_count() or 1) <= 2 else 4)
     torch.set_num_threads(threads)
@@ -296,7 +296,7 @@ def _onnx_folder(folder: Path, tmp: Path) -> Path:
     """``folder`` if its ``model.onnx`` is current, else a temporary copy with one (the repo is not written)."""
     import shutil
 
-    from .onnx_runtime import ONNX_FILE, WEIGHTS_KEY, OnnxModel, export_onnx, weights_digest
+    from ..live.onnx_runtime import ONNX_FILE, WEIGHTS_KEY, OnnxModel, export_onnx, weights_digest
 
     if (folder / ONNX_FILE).is_file() and \
             OnnxModel(folder / ONNX_FILE).metadata.get(WEIGHTS_KEY) == weights_digest(folder):
@@ -320,9 +320,9 @@ def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = 
     """
     import tempfile
 
-    from .data.datasets import load_split
-    from .imageio import load_image
-    from .predict import Predictor
+    from ..data.datasets import load_split
+    from ..data.imageio import load_image
+    from ..live.predict import Predictor
     from .reference import DlibLandmarks
 
     samples = [s for s in load_split("ibug300w", "test", data_root) if s.box is not None][:faces]
@@ -359,11 +359,11 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 1
     """A 1280x960 photo with one face, end to end, split into detection / landmarks / drawing (medians)."""
     import cv2
 
-    from .data.datasets import load_split
-    from .data.loader import decode_rgb
-    from .detect import FaceDetector
-    from .predict import Predictor
-    from .track import TrackedFace, draw_faces
+    from ..data.datasets import load_split
+    from ..data.loader import decode_rgb
+    from ..live.detect import FaceDetector
+    from ..live.predict import Predictor
+    from ..live.track import TrackedFace, draw_faces
 
     try:
         sample = load_split("ibug300w", "test", data_root)[0]
@@ -393,10 +393,10 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 1
 
 def detection_recall(data_root=None, threads: int = 2) -> dict | None:
     """Faces of helen/testset found by the detector (two-pass default), as ``kpcore calibrate`` matches them."""
-    from .calibrate import match_detection
-    from .data.datasets import load_split
-    from .data.loader import decode_rgb
-    from .detect import FaceDetector
+    from ..data.datasets import load_split
+    from ..data.loader import decode_rgb
+    from ..live.calibrate import match_detection
+    from ..live.detect import FaceDetector
 
     try:
         samples = [s for s in load_split("ibug300w", "test", data_root) if s.image_id.startswith("helen/testset")]
@@ -422,10 +422,10 @@ def video_bench(folder: Path, data_root=None, threads: int = 2, frames: int = CL
     import sys
     import tempfile
 
-    from .data.datasets import load_split
-    from .imageio import load_image
-    from .predict import Predictor
-    from .track import VideoWriter, track
+    from ..data.datasets import load_split
+    from ..data.imageio import load_image
+    from ..live.predict import Predictor
+    from ..live.track import VideoWriter, track
 
     try:
         sample = [s for s in load_split("ibug300w", "test", data_root) if s.image_id.startswith("helen/testset")][0]
@@ -475,7 +475,7 @@ def video_bench(folder: Path, data_root=None, threads: int = 2, frames: int = CL
 def _predict_has_confidence() -> bool:
     import inspect
 
-    from .predict import Predictor
+    from ..live.predict import Predictor
 
     return "confidence" in inspect.signature(Predictor.predict).parameters
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from .data.datasets import TASKS
-from .data.loader import InputSpec
-from .errors import ConfigError
-from .transforms import AugmentConfig
+from ..data.datasets import TASKS
+from ..data.loader import InputSpec
+from ..data.transforms import AugmentConfig
+from ..errors import ConfigError
 
 
 @dataclass
@@ -59,7 +59,7 @@ class AuxDataConfig:
 
     The model's points are mapped to the auxiliary layout (for MTFL: eye centres =
     means of 36-41 and 42-47, nose 30, mouth corners 48 and 54;
-    ``kpcore.facts.five_point_matrix``) and a coordinate L1 loss (in input pixels)
+    ``kpcore.data.facts.five_point_matrix``) and a coordinate L1 loss (in input pixels)
     is taken there; the main loss sees only the main task's faces.
 
     Attributes:
@@ -80,7 +80,7 @@ class LossConfig:
 
     Attributes:
         name: ``mse`` (the assignment's), ``l1``, ``smooth_l1``, ``wing``,
-            ``adaptive_wing``, ``heatmap_mse``, ``integral`` (see kpcore.losses).
+            ``adaptive_wing``, ``heatmap_mse``, ``integral`` (see kpcore.training.losses).
         kwargs: Options of that loss (e.g. ``sigma`` for heatmap losses).
     """
 
@@ -169,8 +169,8 @@ class TrainConfig:
             raise ConfigError(f"task = {self.task!r} is unknown; use one of {sorted(TASKS)}")
         self.input.validate()
         self.augment.validate()
+        from ..models import list_models
         from .losses import list_losses
-        from .models import list_models
 
         if self.model.name not in list_models():
             raise ConfigError(f"model.name = {self.model.name!r} is unknown; registered: {list_models()}")
@@ -179,7 +179,7 @@ class TrainConfig:
         if self.aux.task:
             if self.aux.task not in TASKS:
                 raise ConfigError(f"aux.task = {self.aux.task!r} is unknown; use one of {sorted(TASKS)} or ''")
-            from .facts import five_point_matrix
+            from ..data.facts import five_point_matrix
 
             if TASKS[self.aux.task].layout != "mtfl":
                 raise ConfigError(f"aux.task = {self.aux.task!r}: only MTFL-layout tasks ('mtfl') can be mixed in "
@@ -294,7 +294,7 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> TrainConfi
     """Read a job YAML (plus ``--set`` overrides) into a validated :class:`TrainConfig`."""
     path = Path(path)
     if not path.exists():
-        jobs = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "train_jobs").glob("*.yaml"))
+        jobs = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "train_jobs").glob("*.yaml"))
         raise ConfigError(f"job file {path} not found; the jobs in train_jobs/ are: {jobs}")
     try:
         data = yaml.safe_load(path.read_text()) or {}

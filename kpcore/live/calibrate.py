@@ -12,7 +12,7 @@ and store it as ``detector_box_map`` in the checkpoint's ``config.json``, with
 ``points_box_map``, the same from the extent of the points to the region, which
 the optional second pass of ``Predictor.predict(refine=True)`` uses to re-crop
 around a first prediction.
-:meth:`kpcore.predict.Predictor.predict` applies it; ``kpcore evaluate
+:meth:`kpcore.live.predict.Predictor.predict` applies it; ``kpcore evaluate
 --boxes detector`` measures what it costs against the dataset's own boxes.
 """
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import geometry as geo
-from .console import progress_enabled
-from .data.datasets import Sample, load_split
-from .data.loader import InputSpec, decode_rgb
+from ..console import progress_enabled
+from ..data import geometry as geo
+from ..data.datasets import Sample, load_split
+from ..data.loader import InputSpec, decode_rgb
 
 MIN_IOU = 0.3  # a detection must overlap the reference face this much to be "the same face"
 
@@ -116,7 +116,7 @@ def _median_map(rows) -> dict:
 
 def calibrate_checkpoint(folder: str | Path, data_root=None, max_samples: int = 400, progress: bool | None = None) -> dict:
     """Fit the map on (up to ``max_samples`` of) the model's training split; write it to ``config.json``."""
-    from .checkpoint import CONFIG_FILE, read_config
+    from ..models.checkpoint import CONFIG_FILE, read_config
 
     folder = Path(folder)
     cfg = read_config(folder)

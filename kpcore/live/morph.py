@@ -1,7 +1,7 @@
 """Face morphing from keypoints: a triangle mesh, piecewise-affine warps and a cross-dissolve.
 
     from kpcore import Predictor
-    from kpcore.morph import FaceMorpher, save_gif
+    from kpcore.live.morph import FaceMorpher, save_gif
 
     morpher = FaceMorpher(Predictor.from_pretrained("checkpoints/face68-300w"))
     frames = morpher.sequence("a.jpg", "b.jpg", n_frames=12)   # detect, crop, morph
@@ -34,7 +34,7 @@ edges) and ~1.4 s for scikit-image's ``PiecewiseAffineTransform``. A whole
 in-between frame (two warps and the dissolve) takes ~12 ms, 12 frames ~0.13 s.
 
 Images are RGB ``uint8`` ``(H, W, 3)`` arrays and points ``(K, 2)`` float
-``(x, y)`` pixels, 0-based pixel centres (:mod:`kpcore.facts`).
+``(x, y)`` pixels, 0-based pixel centres (:mod:`kpcore.data.facts`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from . import geometry as geo
+from ..data import geometry as geo
 
 DEFAULT_SIZE = 512
 """Side in pixels of the square face crops :class:`FaceMorpher` morphs."""
@@ -76,7 +76,7 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"{name} must be an RGB uint8 array of shape (H, W, 3); got {arr.dtype} {arr.shape}. "
-                         "Load photos with kpcore.imageio.load_image.")
+                         "Load photos with kpcore.data.imageio.load_image.")
     return arr
 
 
@@ -552,8 +552,8 @@ class FaceMorpher:
             BadImageError: The photo cannot be read.
             NoFaceFoundError: No face in it.
         """
-        from .errors import NoFaceFoundError
-        from .imageio import load_image
+        from ..data.imageio import load_image
+        from ..errors import NoFaceFoundError
 
         image = load_image(photo)
         faces = self.predictor.predict(image)

@@ -1,6 +1,6 @@
 """Boxes, crop matrices and the one warp that maps an image and its points together.
 
-Conventions (see :mod:`kpcore.facts`): points are 0-based pixel centres; a box
+Conventions (see :mod:`kpcore.data.facts`): points are 0-based pixel centres; a box
 is ``(left, top, width, height)`` in *edge* coordinates, i.e. it covers the
 continuous range ``[left, left + width)``; pixel ``i`` spans ``[i - 0.5, i + 0.5)``
 in centre coordinates, so a box edge at ``e`` sits at centre coordinate

@@ -22,15 +22,15 @@ from scipy.stats import spearmanr
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import geometry as geo
-from .checkpoint import atomic_write_text
-from .console import progress_enabled
-from .data.datasets import get_task, load_split
-from .data.loader import KeypointDataset, decode_rgb
-from .errors import DatasetNotFoundError
+from ..console import progress_enabled
+from ..data import geometry as geo
+from ..data.datasets import get_task, load_split
+from ..data.loader import KeypointDataset, decode_rgb
+from ..errors import DatasetNotFoundError
+from ..live.predict import Predictor
+from ..live.render import draw_keypoints
+from ..models.checkpoint import atomic_write_text
 from .metrics import FAILURE_THRESHOLD, ced, failure_rate, px_error, summarize
-from .predict import Predictor
-from .render import draw_keypoints
 
 N_THUMBS = 12
 THUMB_SIDE = 256
@@ -73,7 +73,7 @@ def _thumbnail(sample, pred: np.ndarray, layout) -> np.ndarray:
 MTFL_FAILURE_THRESHOLD = 0.10
 #: Pseudo model names that evaluate a reference method instead of a checkpoint.
 REFERENCES = ("dlib",)
-REFERENCE_RECORDS = Path(__file__).resolve().parents[1] / "records"
+REFERENCE_RECORDS = Path(__file__).resolve().parents[2] / "records"
 
 
 def _reference(name: str):
@@ -95,7 +95,7 @@ def _predict(predictor, samples, facts, spec, want_confidence: bool):
 
 
 def _pose_summary(per_nme: np.ndarray, poses: list[int], threshold: float) -> list[dict]:
-    from .facts import MTFL_FACTS
+    from ..data.facts import MTFL_FACTS
 
     names = MTFL_FACTS.extra["pose_names"]
     rows = []
@@ -124,7 +124,7 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
         save: Write the result files (``out`` if given, else ``<model>/eval/<name>/``).
         boxes: ``dataset`` (the labels' boxes) or ``detector`` (calibrated detector boxes).
         dataset: Evaluate on another dataset's task: ``mtfl`` maps a 68-point model's
-            points to MTFL's five (:func:`kpcore.facts.five_point_matrix`), normalises
+            points to MTFL's five (:func:`kpcore.data.facts.five_point_matrix`), normalises
             by the true eye-centre distance, counts failures at NME > 0.10 and adds the
             figures per head-pose class (``summary["by_pose"]``).
         out: Folder for the result files; nothing is then written into the model folder.
@@ -134,7 +134,7 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
         per_image``; ``spearman_confidence`` where confidences exist; ``by_pose`` on MTFL;
         ``saved_to`` when files were written).
     """
-    from .facts import FACTS, five_point_matrix
+    from ..data.facts import FACTS, five_point_matrix
 
     is_reference = predictor is None and str(model) in REFERENCES
     if is_reference:
@@ -160,7 +160,7 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
     samples = load_split(task.name, split, data_root, labels=labels)
     missed = 0
     if boxes == "detector":
-        from .calibrate import with_detector_boxes
+        from ..live.calibrate import with_detector_boxes
 
         box_map = predictor.config.get("detector_box_map")
         if box_map is None:
@@ -211,7 +211,7 @@ def split_name(task, split: str, labels) -> str:
     not the split's own file (so evaluating the official test XML by path is still ``test``)."""
     if labels is None:
         return split
-    from .data.datasets import W300_TEST_XML, W300_TRAIN_XML, dataset_dir
+    from ..data.datasets import W300_TEST_XML, W300_TRAIN_XML, dataset_dir
 
     try:
         folder = dataset_dir(task.dataset)
@@ -237,7 +237,7 @@ def _save(out: Path, predictor, summary: dict, frame: pd.DataFrame, samples, pre
     levels, frac = ced(frame["nme"].to_numpy(), summary.get("failure_threshold", FAILURE_THRESHOLD))
     atomic_write_text(out / "ced.csv", pd.DataFrame({"nme": levels, "fraction": frac}).to_csv(index=False))
     if refresh_card and predictor is not None and (predictor.folder / "README.md").exists():
-        from .export import refresh_model_card  # keep the model card's metrics current
+        from ..models.export import refresh_model_card  # keep the model card's metrics current
 
         refresh_model_card(predictor.folder)
     if layout is None:

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
-from .errors import CheckpointError
+from .. import __version__
+from ..errors import CheckpointError
 
 FORMAT = "kpcore-checkpoint"
 FORMAT_VERSION = 1
@@ -152,7 +152,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint folder; returns ``(model in eval mode, config)``."""
-    from .models import create_model
+    from . import create_model
 
     folder = Path(folder)
     cfg = read_config(folder)

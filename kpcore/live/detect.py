@@ -5,16 +5,16 @@ The model ships in ``checkpoints/face-detector/`` (converted once from the
 Nothing is downloaded at run time, and onnxruntime is imported only when the
 first image is detected.
 
-Coordinates follow :mod:`kpcore.geometry`: a :class:`Face` box is
+Coordinates follow :mod:`kpcore.data.geometry`: a :class:`Face` box is
 ``(left, top, width, height)`` in *edge* coordinates (pixel ``i`` spans
 ``[i, i + 1)``, so ``image[int(top):int(top + height), int(left):int(left + width)]``
-crops it), while landmarks are points in the :mod:`kpcore.facts` convention
+crops it), while landmarks are points in the :mod:`kpcore.data.facts` convention
 (0-based pixel centres).
 
 Example::
 
-    from kpcore.detect import get_detector
-    from kpcore.imageio import load_image
+    from kpcore.live.detect import get_detector
+    from kpcore.data.imageio import load_image
 
     faces = get_detector().detect(load_image("photo.jpg"))
 """
@@ -37,7 +37,7 @@ from kpcore.errors import BadImageError, CheckpointError, NoFaceFoundError
 
 DETECTOR_ENV = "KPCORE_FACE_DETECTOR"
 """Environment variable naming a face-detector folder to use instead of the shipped one."""
-DEFAULT_DETECTOR_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "face-detector"
+DEFAULT_DETECTOR_DIR = Path(__file__).resolve().parents[2] / "checkpoints" / "face-detector"
 DEFAULT_MAX_SIDE = 640
 """Images whose longer side exceeds this are shrunk before detection (boxes are mapped back).
 
@@ -56,7 +56,7 @@ have been missed.
 """
 COARSE_CONFIRM = 2.0
 LANDMARK_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
-"""Order of :attr:`Face.landmarks`; left/right are the subject's (see :mod:`kpcore.facts`)."""
+"""Order of :attr:`Face.landmarks`; left/right are the subject's (see :mod:`kpcore.data.facts`)."""
 _SCORE_COLUMN = 15
 _NUM_COLUMNS = 16
 
@@ -204,7 +204,7 @@ class FaceDetector:
 
         Args:
             image: ``(H, W, 3)`` RGB uint8 array, any size (use
-                :func:`kpcore.imageio.load_image` to get one from a file).
+                :func:`kpcore.data.imageio.load_image` to get one from a file).
             score_threshold: Overrides the detector's threshold for this call.
 
         Returns:
@@ -296,10 +296,10 @@ def _min_face_px(shape: tuple[int, int], max_side: int | None) -> int:
 def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray):
         raise BadImageError(f"detect() takes an (H, W, 3) RGB uint8 numpy array; got "
-                            f"{type(image).__name__}. Load files with kpcore.imageio.load_image().")
+                            f"{type(image).__name__}. Load files with kpcore.data.imageio.load_image().")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise BadImageError(f"detect() takes an (H, W, 3) RGB uint8 array; got shape {image.shape} "
-                            f"dtype {image.dtype}. Convert it with kpcore.imageio.load_image(array).")
+                            f"dtype {image.dtype}. Convert it with kpcore.data.imageio.load_image(array).")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise BadImageError(f"the image is empty (shape {image.shape})")
 

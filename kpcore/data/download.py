@@ -124,7 +124,7 @@ def get_source(name: str) -> DatasetSource:
         raise DatasetNotFoundError(f"unknown dataset {name!r}; known: {sorted(SOURCES)}") from None
 
 
-# -- network helpers (also used by kpcore.hub) -------------------------------------------
+# -- network helpers (also used by kpcore.models.hub) -------------------------------------------
 
 
 def network_error_types() -> tuple[type[BaseException], ...]:
