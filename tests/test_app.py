@@ -236,8 +236,15 @@ def test_bench_page(webapp_env) -> None:
     table = at.dataframe[0].value
     assert list(table["model"]) == ["nose-imm", "face58-imm", "face68-300w"]
     assert table["params"].iloc[2] == "11,200,000"  # readable, not 11200000
-    # like with like: one accuracy-vs-latency chart per task, plus training vs loader throughput
-    assert len(plotly_charts(at)) == 4
+    # like with like: one accuracy-vs-latency chart per task, plus training vs loader throughput,
+    # plus MTFL failures per head pose for the model and dlib
+    specs = [json.loads(c.proto.spec) for c in plotly_charts(at)]
+    assert len(specs) == 5
+    assert "Turned heads: MTFL val against dlib" in [h.value for h in at.subheader]
+    bars = next(s["data"] for s in specs if "MTFL" in s["layout"]["title"]["text"])
+    assert [b["name"].split(" ·")[0] for b in bars] == ["face68-300w", "dlib"]
+    assert bars[0]["x"] == ["left profile (2)", "frontal (28)"]
+    assert bars[1]["y"] == [100.0, 10.0]  # dlib: left profile 100%, frontal 10%
 
 
 def test_live_page_embeds_gradio_same_origin(webapp_env) -> None:

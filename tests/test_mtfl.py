@@ -185,3 +185,29 @@ def test_evaluate_on_mtfl_reports_per_pose_and_writes_only_to_out(tmp_path):
     frame = pd.read_csv(out / "per_image.csv")
     assert {"confidence", "pose", "nme"} <= set(frame.columns)
     assert frame["confidence"].between(0, 1).all()
+
+
+def test_bench_mtfl_section_has_the_model_and_its_pose_classes(tmp_path, monkeypatch):
+    """``kpcore bench --sections mtfl``: one row per method (dlib's only where installed) with the
+    overall and per-pose failure rates of the evaluation it ran."""
+    from kpcore.data.loader import InputSpec
+    from kpcore.evaluation import bench, reference
+    from kpcore.models import create_model
+    from kpcore.models.checkpoint import build_config, save_checkpoint
+
+    make_tiny_mtfl(tmp_path, n=60)
+    model = create_model("mobilenetv2_heatmap", 68, 3, head_channels=16)
+    folder = tmp_path / "ckpt"
+    save_checkpoint(folder, model, build_config(
+        model, task="ibug300w", layout="ibug300w", flip_pairs=FACTS["ibug300w"].flip_pairs,
+        input_spec=InputSpec(width=32, height=32, color="rgb").to_dict(), metrics={}))
+    monkeypatch.setattr(reference.DlibLandmarks, "available", staticmethod(lambda path=None: False))
+    rows = bench.mtfl_rows(folder, data_root=tmp_path)
+    assert [r["model"] for r in rows] == ["ckpt"]
+    row = rows[0]
+    n_val = len(load_split("mtfl", "val", tmp_path))
+    assert row["section"] == "mtfl" and row["n"] == n_val
+    per_pose = {k[len("n_"):]: v for k, v in row.items() if k.startswith("n_")}
+    assert sum(per_pose.values()) == n_val
+    assert all(0 <= row[f"failure_rate_{k}"] <= 1 for k in per_pose)
+    assert bench.mtfl_rows(folder, data_root=tmp_path / "nowhere") == []  # no MTFL: the section is skipped

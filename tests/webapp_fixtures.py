@@ -135,6 +135,10 @@ def make_bench(path: Path) -> Path:
         {"model": "face68-300w", "task": "ibug300w", "split": "test", "n": 600, "nme": 0.048,
          "mean_px_error": 3.9, "latency_ms_b1": 9.5, "threads": 2, "throughput_b32": 160.0,
          "params": 11_200_000, "file_mb": 22.4, "train_images_per_s": 60.0, "loader_images_per_s": 700.0},
+        {"section": "mtfl", "model": "face68-300w", "split": "val", "n": 30, "nme": 0.04, "failure_rate": 0.1,
+         "failure_rate_left_profile": 0.5, "n_left_profile": 2, "failure_rate_frontal": 0.0, "n_frontal": 28},
+        {"section": "mtfl", "model": "dlib", "split": "val", "n": 30, "nme": 0.05, "failure_rate": 0.2,
+         "failure_rate_left_profile": 1.0, "n_left_profile": 2, "failure_rate_frontal": 0.1, "n_frontal": 28},
     ]
     path.write_text(json.dumps(rows))
     return path

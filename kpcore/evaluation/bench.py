@@ -480,12 +480,39 @@ def _predict_has_confidence() -> bool:
     return "confidence" in inspect.signature(Predictor.predict).parameters
 
 
-SECTIONS = ("models", "speed", "video")
+SECTIONS = ("models", "speed", "video", "mtfl")
+
+
+def mtfl_rows(folder: Path, data_root=None) -> list[dict]:
+    """The model and dlib (where installed) on MTFL's validation faces: five points mapped
+    from the 68, NME over the eye-centre distance, failure rate at 10%, overall and per head
+    pose (:func:`kpcore.evaluation.evaluate.evaluate_model` with ``dataset="mtfl"``)."""
+    from ..errors import DatasetNotFoundError
+    from .evaluate import evaluate_model
+    from .reference import DlibLandmarks
+
+    methods = [str(folder)] + (["dlib"] if DlibLandmarks.available() else [])
+    rows = []
+    for method in methods:
+        try:
+            summary = evaluate_model(method, data_root=data_root, dataset="mtfl", save=False)
+        except DatasetNotFoundError as e:
+            print(f"mtfl section skipped: {e}")
+            return []
+        row = {"section": "mtfl", "model": "dlib" if method == "dlib" else folder.name, "split": "val",
+               "n": summary["n"], "nme": summary["nme"], "failure_rate": summary["failure_rate"]}
+        for pose in summary["by_pose"]:
+            key = pose["name"].replace(" ", "_")
+            row[f"failure_rate_{key}"] = pose["failure_rate"]
+            row[f"n_{key}"] = pose["n"]
+        rows.append(row)
+    return rows
 
 
 def run_speed_bench(json_out: str | Path | None = None, data_root=None, sections=SECTIONS, threads: int = 2,
                     model: Path | None = None, quick: bool = False) -> list[dict]:
-    """The CPU-speed sections (speed vs dlib, photo split, detection recall, video); rows merge into the JSON.
+    """The sections beside the model rows (speed vs dlib, photo split, detection recall, video, MTFL
+    accuracy of the model and dlib); rows merge into the JSON.
 
     Rows of sections not run now are kept from the existing file.
     """
@@ -506,6 +533,10 @@ def run_speed_bench(json_out: str | Path | None = None, data_root=None, sections
                 _print_any(r)
     if "video" in sections:
         for r in video_bench(folder, data_root, threads, frames=30 if quick else CLIP_FRAMES):
+            rows.append(r)
+            _print_any(r)
+    if "mtfl" in sections:
+        for r in mtfl_rows(folder, data_root):
             rows.append(r)
             _print_any(r)
     meta = {"machine": machine_description(), "torch": torch.__version__,

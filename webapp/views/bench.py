@@ -4,8 +4,9 @@ The file holds rows of several sections (``section``; rows without one are
 ``model`` rows from older files): ``model`` (accuracy, latency, training per
 shipped model), ``speed`` (ms per face of PyTorch, onnxruntime and dlib in one
 run), ``photo`` (a 1280x960 photo split into detection / landmarks / drawing),
-``detection`` (faces found on helen/testset) and ``video`` (``kpcore track``
-frames/s, jitter and NME on a clip with known motion).
+``detection`` (faces found on helen/testset), ``video`` (``kpcore track``
+frames/s, jitter and NME on a clip with known motion) and ``mtfl`` (the default
+model and dlib on MTFL's validation faces, failure rate per head pose).
 """
 
 from __future__ import annotations
@@ -101,6 +102,27 @@ def model_table(models: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+#: MTFL's pose classes in the order they turn, with the column suffix ``mtfl_rows`` writes.
+MTFL_POSES = (("left profile", "left_profile"), ("left", "left"), ("frontal", "frontal"),
+              ("right", "right"), ("right profile", "right_profile"))
+
+
+def mtfl_figure(mtfl: pd.DataFrame) -> go.Figure:
+    """Failure rate (NME > 10%) per head-pose class, one bar group per class, one colour per method."""
+    fig = go.Figure()
+    poses = [(label, key) for label, key in MTFL_POSES if f"failure_rate_{key}" in mtfl]
+    for _, row in mtfl.iterrows():
+        labels = [f"{label} ({int(row[f'n_{key}'])})" if pd.notna(row.get(f"n_{key}")) else label
+                  for label, key in poses]
+        values = [100 * row[f"failure_rate_{key}"] for _, key in poses]
+        fig.add_bar(x=labels, y=values, name=f"{row['model']} · NME {100 * row['nme']:.2f}%",
+                    text=[f"{v:.1f}%" for v in values], textposition="outside")
+    fig.update_layout(barmode="group", height=320, margin=MARGIN, yaxis_title="failure rate (%), NME > 10%",
+                      xaxis_title="head pose (faces)", title="MTFL val: failures by head pose, same faces and boxes",
+                      legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
 def main() -> None:
     st.title("Benchmarks")
     path = records.bench_path()
@@ -128,6 +150,13 @@ def main() -> None:
             "jitter": st.column_config.NumberColumn("jitter (eye distance)", format="%.4f")})
         st.caption("Jitter: RMS frame-to-frame change of the error, over the eye distance, on a real photo moved "
                    "along a smooth path with sensor noise.")
+    mtfl = section(bench, "mtfl")
+    if not mtfl.empty:
+        st.subheader("Turned heads: MTFL val against dlib")
+        st.plotly_chart(mtfl_figure(mtfl), key="bench_mtfl")
+        st.caption("Five points mapped from the 68 (eye centres, nose tip, mouth corners), NME over the true "
+                   "eye-centre distance; a failure is NME above 10%. Boxes from the five points, the same for "
+                   "both methods.")
     if not models.empty:
         st.subheader("Shipped models")
         st.dataframe(model_table(models), hide_index=True, key="bench_table", column_config={
