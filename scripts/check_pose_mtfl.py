@@ -24,14 +24,15 @@ ResNet18 heatmap model (now ``face68-300w-resnet18``) in brackets):
 =========================  ==================  ==========================
 figure                     value               bar
 =========================  ==================  ==========================
-Spearman (per face)        0.722 (0.7155)      >= 0.85: not met (ceiling 0.7441)
+Spearman (per face)        0.7225 (0.7155)     >= 0.85: not met (ceiling 0.7441)
 Spearman (class-balanced)  0.958 (0.9475)      >= 0.85
 side of turned faces       100.0% (100.0%)     >= 97%
-frontal median abs(yaw)    7.9 deg (7.8)       <= 15
-profile median abs(yaw)    40.6 deg (37.9)     >= 40
+frontal median abs(yaw)    7.6 deg (7.8)       <= 15
+profile median abs(yaw)    40.4 deg (37.9)     >= 40
 =========================  ==================  ==========================
 
-Default model, median yaw per class 1..5: -41.0, -28.7, +0.2, +25.3, +40.5.
+Default model (fine-tuned, commit 2abec44), median yaw per class 1..5: -40.7, -29.0, +0.2,
++25.1, +40.4.
 ResNet18 model: -38.3, -27.5, +0.2, +25.7, +37.7 degrees, so MTFL's
 "left" is the image's left (the face turned towards the picture's left edge, the
 subject's own right; kpcore yaw < 0). The ResNet18 model's profiles fell short
