@@ -752,7 +752,7 @@ def build_demo() -> gr.Blocks:
                                                       interactive=False)
                         csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv",
                                                      interactive=False)
-            gallery = gr.Gallery(label="Each face, zoomed", columns=6, height="auto", object_fit="contain",
+            gallery = gr.Gallery(label="Each face, zoomed", columns=6, height="fit-content", object_fit="contain",
                                  elem_id="kp-faces", allow_preview=True, format="png")
             summary = gr.Markdown(elem_id="kp-summary")
             # The API's trigger, never shown; inside the tab so the tabs stay one row of tabs.
