@@ -72,8 +72,11 @@ def nme_histogram(nme: np.ndarray, failure_nme: float, norm_name: str = "") -> g
     return fig
 
 
-def nme_axis(norm_name: str = "") -> str:
-    """Axis title for NME in %, naming what it is normalised by."""
+def nme_axis(norm_name: str = "", short: bool = False) -> str:
+    """Axis title for NME in %, naming what it is normalised by; ``short`` leaves out the
+    parenthesis of the name (which points), for vertical axes that a long title would overrun."""
+    if short:
+        norm_name = norm_name.split(" (")[0]
     return f"NME (% of {norm_name})" if norm_name else "NME (%)"
 
 
@@ -172,7 +175,7 @@ def grouped_bars(table: pd.DataFrame, x: str, title: str, x_title: str, norm_nam
                              hovertemplate="%{x}: %{y:.2f}%" + (" · %{customdata} images" if count else "")
                              + "<extra>" + str(model) + "</extra>"))
     fig.update_layout(height=360, margin=MARGIN, barmode="group", title=title, xaxis_title=x_title,
-                      yaxis_title=nme_axis(norm_name), legend={"orientation": "h", "y": -0.25})
+                      yaxis_title=nme_axis(norm_name, short=True), legend={"orientation": "h", "y": -0.25})
     return fig
 
 
@@ -185,7 +188,7 @@ def confidence_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]], norm_na
                                  hovertemplate="confidence %{x:.3f}<br>NME %{y:.2f}%<extra>" + model
                                  + "</extra>"))
     fig.update_layout(height=380, margin=MARGIN, title="Error vs confidence",
-                      xaxis_title="confidence (model's own, 0-1)", yaxis_title=nme_axis(norm_name),
+                      xaxis_title="confidence (model's own, 0-1)", yaxis_title=nme_axis(norm_name, short=True),
                       legend={"orientation": "h", "y": -0.25})
     return fig
 
@@ -202,7 +205,7 @@ def flagging_figure(curves: dict[str, pd.DataFrame], norm_name: str = "") -> go.
                                  line={"color": color(i), "dash": "dot"}, hoverinfo="skip"))
     fig.update_layout(height=380, margin=MARGIN, title="Error left when the least confident faces are flagged",
                       xaxis_title="faces flagged (least confident first, %)",
-                      yaxis_title=f"mean {nme_axis(norm_name)} of the rest",
+                      yaxis_title=f"mean {nme_axis(norm_name, short=True)} of the rest",
                       legend={"orientation": "h", "y": -0.3})
     return fig
 
@@ -223,7 +226,8 @@ def robustness_figure(tables: dict[str, pd.DataFrame], perturbation: str, norm_n
                                  hovertemplate="strength %{x}<br>NME %{y:.2f}% · failures %{customdata:.1f}%"
                                  "<extra>" + model + "</extra>"))
     fig.update_layout(height=340, margin=MARGIN, title=perturbation,
-                      xaxis_title=f"strength ({unit})" if unit else "strength", yaxis_title=nme_axis(norm_name),
+                      xaxis_title=f"strength ({unit})" if unit else "strength",
+                      yaxis_title=nme_axis(norm_name, short=True),
                       legend={"orientation": "h", "y": -0.3})
     return fig
 
