@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from ..models.checkpoint import CONFIG_FILE, FORMAT, WEIGHTS_FILE
+from ..paths import BENCH_FILE as DEFAULT_OUT
+from ..paths import CHECKPOINTS_DIR as CHECKPOINTS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINTS = REPO_ROOT / "checkpoints"
-DEFAULT_OUT = REPO_ROOT / "benchmarks" / "bench.json"
 PHOTO_SIZE = (1280, 960)
 
 

@@ -30,6 +30,7 @@ from ..errors import DatasetNotFoundError
 from ..live.predict import Predictor
 from ..live.render import draw_keypoints
 from ..models.checkpoint import atomic_write_text
+from ..paths import RECORDS_DIR
 from .metrics import FAILURE_THRESHOLD, ced, failure_rate, px_error, summarize
 
 N_THUMBS = 12
@@ -73,7 +74,7 @@ def _thumbnail(sample, pred: np.ndarray, layout) -> np.ndarray:
 MTFL_FAILURE_THRESHOLD = 0.10
 #: Pseudo model names that evaluate a reference method instead of a checkpoint.
 REFERENCES = ("dlib",)
-REFERENCE_RECORDS = Path(__file__).resolve().parents[2] / "records"
+REFERENCE_RECORDS = RECORDS_DIR
 
 
 def _reference(name: str):

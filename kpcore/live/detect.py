@@ -34,10 +34,11 @@ import numpy as np
 from PIL import Image
 
 from kpcore.errors import BadImageError, CheckpointError, NoFaceFoundError
+from kpcore.paths import CHECKPOINTS_DIR
 
 DETECTOR_ENV = "KPCORE_FACE_DETECTOR"
 """Environment variable naming a face-detector folder to use instead of the shipped one."""
-DEFAULT_DETECTOR_DIR = Path(__file__).resolve().parents[2] / "checkpoints" / "face-detector"
+DEFAULT_DETECTOR_DIR = CHECKPOINTS_DIR / "face-detector"
 DEFAULT_MAX_SIDE = 640
 """Images whose longer side exceeds this are shrunk before detection (boxes are mapped back).
 

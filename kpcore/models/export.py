@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..paths import RECORDS_DIR, REPO_ROOT
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RECORDS_ROOT = REPO_ROOT / "records"
+RECORDS_ROOT = RECORDS_DIR
 RECORD_FILES = ("config.yaml", "metrics.csv", "val_predictions.csv", "train.log")
 
 

@@ -27,6 +27,7 @@ from ..data.datasets import TASKS
 from ..data.loader import InputSpec
 from ..data.transforms import AugmentConfig
 from ..errors import ConfigError
+from ..paths import TRAIN_JOBS_DIR
 
 
 @dataclass
@@ -294,7 +295,7 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> TrainConfi
     """Read a job YAML (plus ``--set`` overrides) into a validated :class:`TrainConfig`."""
     path = Path(path)
     if not path.exists():
-        jobs = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "train_jobs").glob("*.yaml"))
+        jobs = sorted(p.name for p in TRAIN_JOBS_DIR.glob("*.yaml"))
         raise ConfigError(f"job file {path} not found; the jobs in train_jobs/ are: {jobs}")
     try:
         data = yaml.safe_load(path.read_text()) or {}

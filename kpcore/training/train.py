@@ -40,10 +40,10 @@ from ..evaluation.metrics import nme as nme_fn
 from ..evaluation.metrics import px_error as px_fn
 from ..models import create_model
 from ..models.checkpoint import atomic_write_text, build_config, save_checkpoint
+from ..paths import RUNS_DIR
 from .config import TrainConfig, load_job, save_yaml
 from .losses import create_loss, pixel_scale
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_nme", "val_px_error", "lr", "seconds"]
 STATE_FILE = "state.pt"
 
@@ -136,7 +136,7 @@ def train_from_job(job: str | Path, data_root=None, out=None, epochs: int | None
     cfg = load_job(job, overrides)
     if data_root is not None:
         cfg.data_root = str(data_root)
-    run_dir = Path(out) if out else REPO_ROOT / "runs" / cfg.name
+    run_dir = Path(out) if out else RUNS_DIR / cfg.name
     return train(cfg, run_dir, resume=resume, force=force)
 
 
@@ -305,10 +305,10 @@ def build_model(cfg: TrainConfig, num_keypoints: int) -> torch.nn.Module:
 
 def init_weights_from(model: torch.nn.Module, name: str, folder: str | Path) -> None:
     """Copy a checkpoint's weights into ``model`` (``model.init_from``), in the model's dtypes."""
-    from ..models.checkpoint import load_checkpoint
+    from ..models.checkpoint import CONFIG_FILE, load_checkpoint
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
+    if not (folder / CONFIG_FILE).is_file():
         raise ConfigError(f"model.init_from = {str(folder)!r} is not a checkpoint folder (no config.json); "
                           f"give a folder such as checkpoints/face68-300w or runs/NAME/best")
     source, source_cfg = load_checkpoint(folder)
