@@ -108,15 +108,12 @@ class InputSpec:
         return geo.enlarge_box(box, self.enlarge, aspect=self.width / self.height)
 
     def to_tensor(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(C, H, W)`` -> normalised float32."""
-        x = image.float().div_(255.0)
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
-        return (x - mean) / std
+        """uint8 ``(C, H, W)`` tensor -> normalised float32 tensor (:meth:`to_array`'s arithmetic)."""
+        return torch.from_numpy(self.to_array(image.permute(1, 2, 0).numpy()))
 
     def to_array(self, image: np.ndarray) -> np.ndarray:
-        """uint8 ``(H, W, C)`` -> normalised float32 ``(C, H, W)`` in numpy: :meth:`to_tensor`'s
-        arithmetic, step for step, for inference paths that need no PyTorch (onnxruntime)."""
+        """uint8 ``(H, W, C)`` -> normalised float32 ``(C, H, W)`` numpy array: ``(x / 255 - mean) / std``.
+        In numpy, so that inference through onnxruntime needs no PyTorch."""
         x = image.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
         mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
         std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
