@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from kpcore.data.facts import MTFL_FACTS
 from webapp import records
 
 MODEL_COLUMNS = ["model", "task", "split", "n", "nme", "mean_px_error", "latency_ms_b1", "threads",
@@ -102,9 +103,9 @@ def model_table(models: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-#: MTFL's pose classes in the order they turn, with the column suffix ``mtfl_rows`` writes.
-MTFL_POSES = (("left profile", "left_profile"), ("left", "left"), ("frontal", "frontal"),
-              ("right", "right"), ("right profile", "right_profile"))
+#: MTFL's pose classes in the order they turn (kpcore's dataset facts), each with the column
+#: suffix ``kpcore.evaluation.bench.mtfl_rows`` writes for it (spaces as underscores).
+MTFL_POSES = tuple((name, name.replace(" ", "_")) for name in MTFL_FACTS.extra["pose_names"].values())
 
 
 def mtfl_figure(mtfl: pd.DataFrame) -> go.Figure:
