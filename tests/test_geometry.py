@@ -1,5 +1,6 @@
 """The coordinate convention and the crop matrix, written down once and tested."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -66,3 +67,41 @@ def test_enlarge_box_keeps_centre_and_aspect():
 def test_bad_boxes_are_rejected_with_the_value(bad):
     with pytest.raises(ValueError, match="box"):
         geo.as_box(bad)
+
+
+@pytest.mark.parametrize("box", [(150.3, 90.7, 330.0, 330.0), (-40.0, -25.0, 300.0, 260.0), (420.0, 300.0, 260.0, 240.0)])
+def test_warp_downscale_of_a_part_keeps_blob_under_point(box):
+    # a ~2.6x-4.5x shrink of part of the image (inside, over the top-left corner, over the
+    # bottom-right corner): the area pre-shrink covers only that part, its matrix must still be exact
+    img = np.zeros((480, 640), np.float32)
+    yy, xx = np.mgrid[0:480, 0:640]
+    cx, cy = box[0] + 0.61 * box[2], box[1] + 0.47 * box[3]
+    img += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 8.0**2))
+    m = geo.crop_matrix(box, (96, 72))
+    out = geo.warp(img, m, (96, 72))
+    oy, ox = np.mgrid[0:72, 0:96]
+    centroid = np.array([(out * ox).sum(), (out * oy).sum()]) / out.sum()
+    np.testing.assert_allclose(geo.apply(m, [[cx, cy]])[0], centroid, atol=0.1)
+
+
+def test_warp_downscale_matches_a_whole_image_area_resize():
+    # the fast path (area over k x k blocks of the part it needs) against shrinking the whole image by
+    # the same k with OpenCV and warping that: the same picture up to the blocks' phase
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (600, 800, 3)).astype(np.float32), (0, 0), 6)
+    box = (203.0, 117.0, 390.0, 390.0)  # 3.05x down: k = 2 blocks, then a 0.66 warp
+    m = geo.crop_matrix(box, (128, 128))
+    small = cv2.resize(img, (400, 300), interpolation=cv2.INTER_AREA)
+    ref = cv2.warpAffine(small, (m @ geo.invert(geo.crop_matrix((0, 0, 800, 600), (400, 300))))[:2], (128, 128))
+    out = geo.warp(img, m, (128, 128))
+    assert out.shape == (128, 128, 3)
+    assert np.abs(out - ref).mean() < 0.5
+
+
+def test_warp_outside_the_image_is_border_and_edges_stay_put():
+    img = np.full((300, 400, 3), 200, np.uint8)
+    far = geo.warp(img, geo.crop_matrix((1000, 1000, 300, 300), (64, 64)), (64, 64))
+    assert far.shape == (64, 64, 3) and far.max() == 0
+    # a crop half over the right edge (4x down): the image's half is content, the rest border
+    out = geo.warp(img, geo.crop_matrix((250, 0, 300, 300), (64, 64)), (64, 64))
+    assert out[:, :30].min() == 200 and out[:, 34:].max() == 0
