@@ -12,18 +12,24 @@ pytest.importorskip("onnx", reason="exporting needs the onnx package (pip instal
 
 from kpcore.errors import CheckpointError  # noqa: E402
 from kpcore.live.onnx_runtime import (  # noqa: E402
+    INT8_MAX_NME_DELTA,
     ONNX_FILE,
+    ONNX_INT8_FILE,
     PARITY_TOLERANCE,
+    WEIGHTS_KEY,
     OnnxModel,
     export_model_onnx,
     export_onnx,
+    float_tail,
+    int8_accepted,
     parity,
+    weights_digest,
 )
 from kpcore.live.predict import Predictor  # noqa: E402
 from kpcore.models import create_model  # noqa: E402
 from kpcore.models.checkpoint import build_config, save_checkpoint  # noqa: E402
 
-from .conftest import REPO  # noqa: E402
+from .conftest import REPO, needs_300w  # noqa: E402
 
 TINY = 64  # input side of the tiny heatmap models
 
@@ -115,3 +121,136 @@ def test_export_of_a_plain_module_writes_metadata(tmp_path):
     m = OnnxModel(path)
     assert m.metadata["k"] == "v"
     assert m(np.zeros((2, 1, 60, 80), np.float32)).shape == (2, 2, 2)
+
+
+# ------------------------------------------------------------------------------------------- int8
+def _record_val_nme(path, int8_nme: float, float_nme: float) -> None:
+    """Write the measured-accuracy metadata into an int8 file (what measure_int8 does after evaluating)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in (("kpcore_int8_val_nme", int8_nme), ("kpcore_float_val_nme", float_nme)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(proto, str(path))
+
+
+def test_int8_keeps_the_decoding_after_the_last_conv_in_float(tmp_path):
+    import onnx
+
+    folder = _tiny_checkpoint(tmp_path / "m")
+    export_onnx(folder)
+    proto = onnx.load(str(folder / ONNX_FILE))
+    tail = float_tail(proto)
+    ops = {n.name: n.op_type for n in proto.graph.node}
+    assert {"Softmax", "MatMul"} <= {ops[name] for name in tail}
+    assert "Conv" not in {ops[name] for name in tail}
+    # nothing of the tail is quantised in the int8 file; the convolutions are
+    export_onnx(folder, int8=True, calibration=np.zeros((4, 3, TINY, TINY), np.float32))
+    q = onnx.load(str(folder / ONNX_INT8_FILE))
+    quantised_inputs = {i for n in q.graph.node if n.op_type == "DequantizeLinear" for i in n.output}
+    consumers = {n.op_type for n in q.graph.node if quantised_inputs.intersection(n.input)}
+    assert "Conv" in consumers and not consumers & {"Softmax", "MatMul"}
+
+
+def test_int8_runs_by_default_only_when_measured_close_to_float(tmp_path):
+    folder = _tiny_checkpoint(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    result = export_onnx(folder, int8=True, calibration=rng.standard_normal((8, 3, TINY, TINY)).astype(np.float32))
+    assert "int8_val_nme" not in result  # calibrated on given inputs: nothing measured
+    int8 = OnnxModel(folder / ONNX_INT8_FILE)
+    assert int8.int8 and int8.label == "onnxruntime int8" and int8.metadata[WEIGHTS_KEY] == weights_digest(folder)
+    assert Predictor.from_pretrained(folder).backend_name == "onnxruntime"  # unmeasured: float32
+    forced = Predictor.from_pretrained(folder, backend="int8")
+    assert forced.backend_name == "onnxruntime int8"
+    assert forced.predict_crops(image, [(40, 30, 50, 60)]).shape == (1, 68, 2)
+    _record_val_nme(folder / ONNX_INT8_FILE, 0.0500, 0.0500 - INT8_MAX_NME_DELTA - 1e-4)
+    assert Predictor.from_pretrained(folder).backend_name == "onnxruntime"  # measured, too far off
+    export_onnx(folder, int8=True, calibration=rng.standard_normal((8, 3, TINY, TINY)).astype(np.float32))
+    _record_val_nme(folder / ONNX_INT8_FILE, 0.0500, 0.0495)
+    assert Predictor.from_pretrained(folder).backend_name == "onnxruntime int8"
+    assert Predictor.from_pretrained(folder, backend="onnx").backend_name == "onnxruntime"
+    assert Predictor.from_pretrained(folder, backend="torch").backend_name == "pytorch"
+
+
+def test_int8_accepted_reads_the_recorded_figures():
+    assert int8_accepted({"kpcore_int8_val_nme": "0.0370", "kpcore_float_val_nme": "0.0368"})
+    assert not int8_accepted({"kpcore_int8_val_nme": "0.0380", "kpcore_float_val_nme": "0.0368"})
+    assert not int8_accepted({"kpcore_int8_val_nme": "0.0370"})
+    assert not int8_accepted({})
+
+
+def test_stale_int8_file_falls_back_to_float_with_a_warning(tmp_path):
+    a = _tiny_checkpoint(tmp_path / "a", seed=0)
+    b = _tiny_checkpoint(tmp_path / "b", seed=1)
+    export_onnx(a, int8=True, calibration=np.zeros((4, 3, TINY, TINY), np.float32))
+    _record_val_nme(a / ONNX_INT8_FILE, 0.05, 0.05)
+    export_onnx(b)
+    shutil.copy(a / ONNX_INT8_FILE, b / ONNX_INT8_FILE)
+    with pytest.warns(UserWarning, match="export-onnx .* --int8"):
+        assert Predictor.from_pretrained(b).backend_name == "onnxruntime"
+    with pytest.raises(CheckpointError, match="--int8"):
+        _ = Predictor.from_pretrained(b, backend="int8").onnx_model
+
+
+def test_int8_without_calibration_faces_says_where_to_put_them(tmp_path):
+    folder = _tiny_checkpoint(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="KPCORE_DATA"):
+        export_onnx(folder, int8=True, data_root=tmp_path / "no-data")
+
+
+@needs_300w
+def test_int8_export_measures_both_models_on_validation(tmp_path, data_root):
+    folder = _tiny_checkpoint(tmp_path / "m")
+    result = export_onnx(folder, int8=True, data_root=data_root)
+    meta = OnnxModel(folder / ONNX_INT8_FILE).metadata
+    assert meta["kpcore_int8_split"] == "val"
+    assert float(meta["kpcore_int8_val_nme"]) == pytest.approx(result["int8_val_nme"], abs=1e-6)
+    assert float(meta["kpcore_float_val_nme"]) == pytest.approx(result["float_val_nme"], abs=1e-6)
+    assert result["int8_used"] == int8_accepted(meta)
+
+
+def test_shipped_68_point_model_runs_int8_within_its_bound():
+    """The default model ships an int8 file made from its weights, measured within 0.1 NME points."""
+    folder = REPO / "checkpoints" / "face68-300w"
+    if not (folder / ONNX_INT8_FILE).exists():
+        pytest.skip("checkpoints/face68-300w has no int8 file")
+    meta = OnnxModel(folder / ONNX_INT8_FILE).metadata
+    assert meta[WEIGHTS_KEY] == weights_digest(folder)
+    delta = float(meta["kpcore_int8_val_nme"]) - float(meta["kpcore_float_val_nme"])
+    assert delta <= INT8_MAX_NME_DELTA
+    assert Predictor.from_pretrained(folder).backend_name == "onnxruntime int8"
+
+
+@needs_300w
+def test_inference_on_onnx_imports_no_pytorch(tmp_path, data_root):
+    """Photo, crops and tracking on a checkpoint with ONNX files run without importing PyTorch (2.5 s)
+    or torchvision (5 s): `kpcore track` and the demo start in well under a second."""
+    import subprocess
+    import sys
+
+    from kpcore.data.datasets import load_split
+
+    folder = REPO / "checkpoints" / "face68-300w"
+    if not (folder / ONNX_FILE).exists():
+        pytest.skip("checkpoints/face68-300w has no ONNX file")
+    photo = next(s.image_path for s in load_split("ibug300w", "test", data_root)
+                 if s.image_id.startswith("helen/testset"))
+    code = f"""
+import sys
+from kpcore import Predictor
+from kpcore.data.imageio import load_image
+from kpcore.live.track import track
+p = Predictor.from_pretrained({str(folder)!r})
+frame = load_image({str(photo)!r})
+assert p.predict_crops(frame, [(100, 60, 100, 100)]).shape == (1, 68, 2)
+assert p.predict(frame)  # detection, detector-box map, points, confidence, pose
+assert any(r.faces for r in track([frame, frame], p))
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm'))
+print(p.backend_name, loaded[:5])
+sys.exit(1 if loaded else 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert out.stdout.startswith("onnxruntime")

@@ -87,6 +87,10 @@ def test_numpy_input_path_gives_the_torch_path_s_numbers():
         crop = rng.integers(0, 256, (24, 32, spec.channels), dtype=np.uint8)
         torch_way = spec.to_tensor(torch.from_numpy(crop).permute(2, 0, 1)).numpy()
         assert np.array_equal(spec.to_array(crop), torch_way)
+        # the normalisation itself, (x / 255 - mean) / std per channel, in float64 as the reference
+        ref = (crop.transpose(2, 0, 1) / 255.0 - np.reshape(mean, (-1, 1, 1))) / np.reshape(std, (-1, 1, 1))
+        assert spec.to_array(crop).shape == ref.shape
+        np.testing.assert_allclose(spec.to_array(crop), ref, rtol=0, atol=2e-6)
         a, ma, _ = region_array(img, (10.5, 5.0, 60.0, 45.0), spec)
         t, mt, _ = region_input(img, (10.5, 5.0, 60.0, 45.0), spec)
         assert a.dtype == np.float32 and np.array_equal(a, t.numpy()) and np.array_equal(ma, mt)

@@ -291,31 +291,43 @@ SPEED_FACES = 12
 WARMUP_CALLS = 5
 
 
-def _onnx_folder(folder: Path, tmp: Path) -> Path:
-    """``folder`` if its ``model.onnx`` is current, else a temporary copy with one (the repo is not written)."""
+def _onnx_folder(folder: Path, tmp: Path, data_root=None) -> Path:
+    """``folder`` if its ONNX files are current, else a temporary copy with fresh ones (the repo is
+    not written; an int8 file is remade, and measured, only if the folder has one)."""
     import shutil
 
-    from ..live.onnx_runtime import ONNX_FILE, WEIGHTS_KEY, OnnxModel, export_onnx, weights_digest
+    from ..live.onnx_runtime import (
+        ONNX_FILE,
+        ONNX_INT8_FILE,
+        WEIGHTS_KEY,
+        OnnxModel,
+        export_onnx,
+        weights_digest,
+    )
 
-    if (folder / ONNX_FILE).is_file() and \
-            OnnxModel(folder / ONNX_FILE).metadata.get(WEIGHTS_KEY) == weights_digest(folder):
+    files = [folder / name for name in (ONNX_FILE, ONNX_INT8_FILE) if (folder / name).is_file()]
+    if folder / ONNX_FILE in files and \
+            all(OnnxModel(f).metadata.get(WEIGHTS_KEY) == weights_digest(folder) for f in files):
         return folder
     copy = tmp / folder.name
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("eval", "*.onnx"))
-    export_onnx(copy)
+    export_onnx(copy, int8=folder / ONNX_INT8_FILE in files, data_root=data_root)
     return copy
 
 
 def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = SPEED_FACES,
                    repeats: int = 5) -> list[dict]:
-    """ms per face at batch 1, PyTorch vs ONNX vs dlib on the same faces and boxes, in one run.
+    """ms per face at batch 1: PyTorch, onnxruntime float32, the default path (int8 where the
+    checkpoint ships an accepted one) at ``threads`` and at 1 thread, and dlib, on the same faces
+    and boxes, in one run.
 
     Each timed call is the whole per-face path (crop, normalise, network, map back;
     for dlib its own feature extraction and cascade). The methods take turns in
     rounds, each round timing every face once per method after a few warm-up
     calls, so that machine load falls on all of them alike while no method is
     timed against another's still-spinning thread pool (face-by-face interleaving
-    did that: PyTorch's OpenMP threads keep spinning after a call).
+    did that: PyTorch's OpenMP threads keep spinning after a call). Rows carry
+    ``default: True`` for the path ``Predictor`` takes by default.
     """
     import tempfile
 
@@ -327,10 +339,12 @@ def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = 
     samples = [s for s in load_split("ibug300w", "test", data_root) if s.box is not None][:faces]
     images = [load_image(s.image_path) for s in samples]
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_dir = _onnx_folder(folder, Path(tmp))
+        onnx_dir = _onnx_folder(folder, Path(tmp), data_root)
         methods = {"pytorch": Predictor.from_pretrained(folder, threads=threads, backend="torch"),
                    "onnxruntime": Predictor.from_pretrained(onnx_dir, threads=threads, backend="onnx")}
-        methods["onnxruntime 1 thread"] = Predictor.from_pretrained(onnx_dir, threads=1, backend="onnx")
+        default = Predictor.from_pretrained(onnx_dir, threads=threads)
+        methods[default.backend_name] = default
+        methods[f"{default.backend_name} 1 thread"] = Predictor.from_pretrained(onnx_dir, threads=1)
         calls = {name: p.predict_crops for name, p in methods.items()}
         if DlibLandmarks.available():
             calls["dlib"] = DlibLandmarks().predict_crops
@@ -349,7 +363,8 @@ def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = 
     for name, value in ms.items():
         rows.append({"section": "speed", "model": name if name == "dlib" else folder.name, "backend": name,
                      "ms_per_face": round(value, 3), "faces": len(samples), "calls": len(times[name]),
-                     "threads": 1 if name in ("dlib", "onnxruntime 1 thread") else threads,
+                     "threads": 1 if name == "dlib" or name.endswith("1 thread") else threads,
+                     "default": name == default.backend_name,
                      "vs_dlib": round(value / dlib_ms, 2) if dlib_ms else None})
     return rows
 
@@ -385,7 +400,7 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 1
         if i >= 2:
             for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
                 parts[key].append(value * 1000)
-    return {"section": "photo", "model": folder.name, "backend": "onnxruntime" if pred.onnx_model else "pytorch",
+    return {"section": "photo", "model": folder.name, "backend": pred.backend_name,
             "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}", "faces": len(faces), "threads": threads,
             **{k: round(statistics.median(v), 1) for k, v in parts.items()}}
 
@@ -455,7 +470,8 @@ def video_bench(folder: Path, data_root=None, threads: int = 2, frames: int = CL
                          ("" if smooth else " --no-smooth"), "clip": f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]}, {frames} frames",
                          "nme": round(m["nme"], 5), "jitter": round(m["jitter"], 5), "missed": m["missed"],
                          "loop_fps": round(loop_fps, 1),
-                         "command_fps": round(command_fps, 1) if smooth else None, "threads": threads})
+                         "command_fps": round(command_fps, 1) if smooth else None, "threads": threads,
+                         "backend": pred.backend_name})
         if per_frame_baseline:
             t0 = time.perf_counter()
             pts = []
@@ -467,7 +483,7 @@ def video_bench(folder: Path, data_root=None, threads: int = 2, frames: int = CL
             rows.append({"section": "video", "model": folder.name, "method": "photo path per frame (baseline)",
                          "clip": f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]}, {frames} frames", "nme": round(m["nme"], 5),
                          "jitter": round(m["jitter"], 5), "missed": m["missed"], "loop_fps": round(loop_fps, 1),
-                         "command_fps": None, "threads": threads})
+                         "command_fps": None, "threads": threads, "backend": pred.backend_name})
     return rows
 
 

@@ -190,6 +190,8 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
     name = split_name(task, split, labels) + ("-detector" if boxes == "detector" else "")
     if task.name != own_task:
         name = f"{task.name}-{name}"
+    if not is_reference:
+        summary["backend"] = predictor.backend_name
     summary.update({"model": str(model), "task": task.name, "split": name, "flip_test": flip_test,
                     "boxes": boxes, "detector_missed": missed, "failure_threshold": threshold,
                     "layout": task.facts.name, "norm": task.facts.norm_name})

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..console import progress_enabled
 from ..data import geometry as geo
 from ..data.datasets import Sample, load_split
-from ..data.loader import InputSpec, decode_rgb
+from ..data.inputs import InputSpec, decode_rgb
 
 MIN_IOU = 0.3  # a detection must overlap the reference face this much to be "the same face"
 

@@ -11,6 +11,14 @@ The ONNX file records the SHA-256 of the weights it was made from; when the
 checkpoint's weights change (a re-export, new training), the stale file is
 ignored with a warning and PyTorch is used until ``export-onnx`` is run again.
 
+``export-onnx --int8`` also writes ``model.int8.onnx``: static int8 quantisation
+calibrated on faces of the task's training split, with the decoding after the
+last convolution (softmax and soft-argmax) kept in float32. Its validation NME
+and the float model's are measured on the spot and written into the file; the
+``auto`` backend runs it only when it is within :data:`INT8_MAX_NME_DELTA` of
+float32 (0.1 NME points), else the float model. ``backend="int8"`` forces it,
+``backend="onnx"`` keeps float32.
+
 Exporting needs the ``onnx`` package (``pip install onnx``); running needs only
 onnxruntime, which kpcore already uses for face detection.
 """
@@ -22,24 +30,33 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import CheckpointError
 from ..models.checkpoint import WEIGHTS_FILE, load_checkpoint
 
+if TYPE_CHECKING:  # running a model needs no PyTorch; exporting one imports it
+    import torch
+
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 BACKEND_ENV = "KPCORE_BACKEND"
-"""``auto`` (onnxruntime when ``model.onnx`` is there and current), ``torch`` or ``onnx``."""
-BACKENDS = ("auto", "torch", "onnx")
+"""``auto`` (onnxruntime when ``model.onnx`` is there and current; its accepted int8 form when there is one),
+``torch``, ``onnx`` (float32) or ``int8``."""
+BACKENDS = ("auto", "torch", "onnx", "int8")
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "coords"
 WEIGHTS_KEY = "kpcore_weights_sha256"
+PRECISION_KEY = "kpcore_precision"
 PARITY_TOLERANCE = 1e-4
 """Largest accepted |ONNX - PyTorch| in normalised coordinates (1e-4 = 0.0064 px at 128 px)."""
+INT8_MAX_NME_DELTA = 0.001
+"""The int8 model runs by default only if its validation NME is at most this much above float32's."""
+INT8_KEYS = ("kpcore_int8_val_nme", "kpcore_float_val_nme", "kpcore_int8_split")
+CALIBRATION_FACES = 96
 
 
 def weights_digest(folder: str | os.PathLike) -> str:
@@ -69,6 +86,8 @@ def export_model_onnx(model: torch.nn.Module, input_shape: tuple[int, int, int],
         path: Where to write (replaced atomically).
         metadata: Extra ``metadata_props`` (string key/values).
     """
+    import torch
+
     try:
         import onnx
     except ImportError as e:
@@ -97,28 +116,29 @@ def export_model_onnx(model: torch.nn.Module, input_shape: tuple[int, int, int],
 
 
 def export_onnx(folder_or_repo_id: str | os.PathLike, int8: bool = False, check: bool = True,
-                calibration: np.ndarray | None = None) -> dict:
+                calibration: np.ndarray | None = None, data_root: str | os.PathLike | None = None) -> dict:
     """Export a checkpoint's network to ``<folder>/model.onnx`` and check it against PyTorch.
 
     Args:
         folder_or_repo_id: Checkpoint folder (or a name under ``checkpoints/``, or a Hub id).
-        int8: Also write ``model.int8.onnx`` (static int8 quantisation, calibrated on
-            ``calibration`` or on random inputs). It is never used automatically:
-            compare its accuracy first (``kpcore bench`` does).
+        int8: Also write ``model.int8.onnx`` (:func:`quantize_int8`) and measure it
+            (:func:`measure_int8`): with ``calibration`` given, only that (no data needed,
+            nothing measured, never used by ``auto``); else calibrated on
+            :data:`CALIBRATION_FACES` training faces of the task under ``data_root`` and
+            measured on its validation split.
         check: Run both on random inputs and raise if they differ by more than
             :data:`PARITY_TOLERANCE`.
         calibration: ``(N, C, H, W)`` float32 normalised inputs for int8 calibration.
+        data_root: Where the task's data is (default ``$KPCORE_DATA``).
 
     Returns:
-        ``{"path", "max_abs_diff", "int8_path"?}``.
+        ``{"path", "max_abs_diff", "int8_path"?, "int8_val_nme"?, "float_val_nme"?, "int8_used"?}``.
     """
     from ..models.hub import resolve_model_dir
 
     folder = resolve_model_dir(folder_or_repo_id)
     model, config = load_checkpoint(folder)
-    spec = config["input"]
-    channels = 1 if spec.get("color", "gray") == "gray" else 3
-    shape = (channels, int(spec["height"]), int(spec["width"]))
+    shape = _input_shape(config)
     path = export_model_onnx(model, shape, folder / ONNX_FILE,
                              metadata={WEIGHTS_KEY: weights_digest(folder), "kpcore_model": config["model"]["name"]})
     result: dict = {"path": str(path)}
@@ -130,22 +150,133 @@ def export_onnx(folder_or_repo_id: str | os.PathLike, int8: bool = False, check:
                                   f"(> {PARITY_TOLERANCE}); removed it. The model may use an op the exporter "
                                   f"handles differently; keep using backend='torch'.")
     if int8:
-        result["int8_path"] = str(quantize_int8(path, folder / ONNX_INT8_FILE, shape, calibration))
+        measured = calibration is None
+        if measured:
+            calibration = calibration_inputs(folder, data_root)
+        int8_path = quantize_int8(path, folder / ONNX_INT8_FILE, shape, calibration,
+                                  metadata={WEIGHTS_KEY: weights_digest(folder)})
+        result["int8_path"] = str(int8_path)
+        if measured:
+            result.update(measure_int8(folder, data_root))
+            result["int8_used"] = int8_accepted(OnnxModel(int8_path).metadata)
     return result
 
 
-@torch.inference_mode()
+def _input_shape(config: dict) -> tuple[int, int, int]:
+    spec = config["input"]
+    channels = 1 if spec.get("color", "gray") == "gray" else 3
+    return channels, int(spec["height"]), int(spec["width"])
+
+
+def calibration_inputs(folder: str | os.PathLike, data_root=None, n: int = CALIBRATION_FACES,
+                       seed: int = 0) -> np.ndarray:
+    """``(n, C, H, W)`` model inputs: ``n`` faces drawn (fixed seed) from the task's training
+    split, cropped as at inference (no augmentation)."""
+    from ..data.datasets import load_split
+    from ..data.imageio import load_image
+    from ..data.inputs import region_array
+    from .predict import Predictor
+
+    pred = Predictor.from_pretrained(folder, backend="torch")
+    task = pred.config["task"]
+    try:
+        samples = load_split(task, "train", data_root)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"int8 calibration needs faces of the {task} training split, which are not under "
+                              f"the data root ({e}); set KPCORE_DATA or --data-root to the folder that holds "
+                              f"them") from None
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(samples), size=min(n, len(samples)), replace=False)
+    out = []
+    for i in picks:
+        s = samples[int(i)]
+        image = load_image(s.image_path)
+        out.append(region_array(image, pred.region_for(s.box, (image.shape[1], image.shape[0])), pred.spec)[0])
+    return np.stack(out).astype(np.float32)
+
+
+def measure_int8(folder: str | os.PathLike, data_root=None) -> dict:
+    """Validation NME of the float32 and the int8 ONNX model on the task's validation split;
+    written into ``model.int8.onnx``'s metadata (which :func:`int8_accepted` reads)."""
+    import onnx
+
+    from ..evaluation.evaluate import evaluate_model
+    from .predict import Predictor
+
+    folder = Path(folder)
+    nme = {}
+    for backend in ("onnx", "int8"):
+        pred = Predictor.from_pretrained(folder, backend=backend)
+        nme[backend] = evaluate_model(folder, data_root=data_root, split="val", save=False, predictor=pred)["nme"]
+    path = folder / ONNX_INT8_FILE
+    proto = onnx.load(str(path))
+    values = {"kpcore_int8_val_nme": f"{nme['int8']:.6f}", "kpcore_float_val_nme": f"{nme['onnx']:.6f}",
+              "kpcore_int8_split": "val"}
+    kept = [p for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    _save_atomic(proto, path)
+    return {"int8_val_nme": nme["int8"], "float_val_nme": nme["onnx"]}
+
+
+def int8_accepted(metadata: dict) -> bool:
+    """True when an int8 file's recorded validation NME is within :data:`INT8_MAX_NME_DELTA` of float32's."""
+    try:
+        return float(metadata["kpcore_int8_val_nme"]) - float(metadata["kpcore_float_val_nme"]) \
+            <= INT8_MAX_NME_DELTA
+    except (KeyError, ValueError):
+        return False
+
+
+def _save_atomic(proto, path: Path) -> None:
+    import onnx
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        onnx.save(proto, str(Path(tmp) / path.name))
+        os.replace(Path(tmp) / path.name, path)
+
+
 def parity(model: torch.nn.Module, onnx_model: OnnxModel, shape: tuple[int, int, int], batch: int = 4,
            seed: int = 0) -> float:
     """Max |ONNX - PyTorch| over a random batch (normalised coordinates)."""
+    import torch
+
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
-    ref = model.float().eval()(x).float().numpy()
+    with torch.inference_mode():
+        ref = model.float().eval()(x).float().numpy()
     return float(np.abs(onnx_model(x.numpy()) - ref).max())
 
 
+def float_tail(proto) -> list[str]:
+    """Names of the nodes after the last convolution (the decoding: softmax, soft-argmax, pooling,
+    a linear layer), which :func:`quantize_int8` keeps in float32: quantising a softmax to 256
+    levels costs a heatmap model ~0.9 NME points, the convolutions only ~0.01."""
+    nodes = list(proto.graph.node)
+    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    if not convs:
+        return []
+    live = set(nodes[convs[-1]].output)
+    tail = []
+    for n in nodes[convs[-1] + 1:]:
+        if live.intersection(n.input):
+            tail.append(n.name)
+            live.update(n.output)
+    return tail
+
+
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, shape: tuple[int, int, int],
-                  calibration: np.ndarray | None = None, n_random: int = 16) -> Path:
-    """Static int8 quantisation (QDQ, per-channel weights) of an exported model."""
+                  calibration: np.ndarray | None = None, n_random: int = 16,
+                  metadata: dict[str, str] | None = None) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights, min-max ranges) of an exported model;
+    the decoding after the last convolution stays float32 (:func:`float_tail`).
+
+    ``calibration``: ``(N, C, H, W)`` real inputs (:func:`calibration_inputs`); random ones
+    give poor ranges and are for tests only.
+    """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -171,7 +302,13 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, shape: tuple[i
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         out = Path(tmp) / dst.name
         quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=float_tail(onnx.load(str(pre))))
+        proto = onnx.load(str(out))
+        for key, value in {**(metadata or {}), PRECISION_KEY: "int8"}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        onnx.save(proto, str(out))
         os.replace(out, dst)
     return dst
 
@@ -199,6 +336,12 @@ class OnnxModel:
         self.threads = threads
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.int8 = self.metadata.get(PRECISION_KEY) == "int8"
+
+    @property
+    def label(self) -> str:
+        """``"onnxruntime int8"`` or ``"onnxruntime"`` (float32), for tables and summaries."""
+        return "onnxruntime int8" if self.int8 else "onnxruntime"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -209,26 +352,39 @@ def load_for_checkpoint(folder: str | os.PathLike | None, backend: str | None = 
                         threads: int | None = None) -> OnnxModel | None:
     """The ONNX model of a checkpoint folder, or None when PyTorch should run it.
 
-    ``auto``: ``model.onnx`` if present and made from the current weights (a stale
-    file warns and returns None). ``onnx``: the same, but a missing or stale file
-    is an error. ``torch``: None.
+    ``auto``: ``model.int8.onnx`` if it is current and its recorded validation NME is
+    within :data:`INT8_MAX_NME_DELTA` of float32's, else ``model.onnx`` if present and
+    made from the current weights (a stale file warns and returns None). ``onnx``: the
+    float32 file, ``int8``: the int8 file, whatever its accuracy; for both a missing or
+    stale file is an error. ``torch``: None.
     """
     backend = resolve_backend(backend)
     if backend == "torch":
         return None
-    path = Path(folder) / ONNX_FILE if folder is not None else None
+    if backend in ("auto", "int8") and folder is not None:
+        int8 = _current(Path(folder), ONNX_INT8_FILE, threads, required=backend == "int8", flag=" --int8",
+                        fallback=f"the float32 {ONNX_FILE}")
+        if int8 is not None and (backend == "int8" or int8_accepted(int8.metadata)):
+            return int8
+    return _current(Path(folder) if folder is not None else None, ONNX_FILE, threads, required=backend != "auto")
+
+
+def _current(folder: Path | None, name: str, threads: int | None, required: bool,
+             flag: str = "", fallback: str = "PyTorch") -> OnnxModel | None:
+    """``folder/name`` as an :class:`OnnxModel` when it exists and was made from the folder's weights;
+    else an error (``required``) or None (a stale file also warns)."""
+    path = folder / name if folder is not None else None
     if path is None or not path.is_file():
-        if backend == "onnx":
-            raise CheckpointError(f"backend='onnx' but {path or 'this model (no folder)'} does not exist; "
-                                  f"run `python -m kpcore export-onnx {folder or 'MODEL'}` first")
+        if required:
+            raise CheckpointError(f"{path or 'this model (no folder)'} does not exist; "
+                                  f"run `python -m kpcore export-onnx {folder or 'MODEL'}{flag}` first")
         return None
     model = OnnxModel(path, threads)
-    made_from = model.metadata.get(WEIGHTS_KEY)
-    if made_from != weights_digest(folder):
-        msg = (f"{path} was exported from other weights than {Path(folder) / WEIGHTS_FILE}; "
-               f"run `python -m kpcore export-onnx {folder}` again")
-        if backend == "onnx":
+    if model.metadata.get(WEIGHTS_KEY) != weights_digest(folder):
+        msg = (f"{path} was exported from other weights than {folder / WEIGHTS_FILE}; "
+               f"run `python -m kpcore export-onnx {folder}{flag}` again")
+        if required:
             raise CheckpointError(msg)
-        warnings.warn(msg + " (using PyTorch meanwhile)", stacklevel=2)
+        warnings.warn(msg + f" (using {fallback} meanwhile)", stacklevel=3)
         return None
     return model

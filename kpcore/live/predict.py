@@ -6,8 +6,12 @@
     faces = p.predict("group.jpg")                                     # detect faces, then points
 
 Every prediction is made on the crop the model was trained on (the same
-:class:`~kpcore.data.loader.InputSpec` and crop matrix) and mapped back to
+:class:`~kpcore.data.inputs.InputSpec` and crop matrix) and mapped back to
 original-image pixels with the inverse of that matrix.
+
+With an ONNX file in the checkpoint (:mod:`kpcore.live.onnx_runtime`) nothing here
+imports PyTorch: the network runs in onnxruntime, and the PyTorch module
+(``Predictor.model``) is built only when something asks for it.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..data import geometry as geo
 from ..data.facts import FACTS, DatasetFacts
-from ..data.loader import InputSpec, region_array
+from ..data.inputs import InputSpec, region_array
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_BATCH = 32
 
@@ -79,6 +86,8 @@ def unflip(mirrored, perm: np.ndarray):
     """
     if isinstance(mirrored, np.ndarray):
         return mirrored[:, perm] * np.array([-1, 1], mirrored.dtype)
+    import torch
+
     mirrored = mirrored[:, torch.as_tensor(perm, device=mirrored.device)]
     return torch.stack([-mirrored[..., 0], mirrored[..., 1]], dim=-1)
 
@@ -87,7 +96,7 @@ def mirror(batch):
     """The ``(B, C, H, W)`` batch (torch or numpy) flipped left to right."""
     if isinstance(batch, np.ndarray):
         return np.ascontiguousarray(batch[..., ::-1])
-    return torch.flip(batch, dims=[-1])
+    return batch.flip(-1)
 
 
 def _float32(t):
@@ -146,9 +155,11 @@ class Predictor:
         flip_test: Average with the mirrored prediction (slower, usually more accurate).
     """
 
-    def __init__(self, model: torch.nn.Module, config: dict, folder: Path | None = None,
+    def __init__(self, model: torch.nn.Module | None, config: dict, folder: Path | None = None,
                  flip_test: bool = False, threads: int | None = None, backend: str | None = None) -> None:
-        self.model = model.eval()
+        if model is None and folder is None:
+            raise ValueError("Predictor needs a model, or the checkpoint folder to build it from")
+        self._model = model.eval() if model is not None else None
         self.config = config
         self.folder = folder
         self.spec = InputSpec.from_dict(config["input"])
@@ -166,15 +177,32 @@ class Predictor:
         """Load a checkpoint folder, a name under ``checkpoints/``, or a Hub repo id.
 
         ``backend``: ``"auto"`` (default, or ``$KPCORE_BACKEND``) runs the folder's
-        ``model.onnx`` in onnxruntime when it was exported from these weights,
-        ``"torch"`` always PyTorch, ``"onnx"`` requires the ONNX file.
+        ``model.onnx`` in onnxruntime when it was exported from these weights (its
+        int8 form ``model.int8.onnx`` when that measured within 0.1 NME points of it),
+        ``"torch"`` always PyTorch, ``"onnx"`` requires the float32 ONNX file,
+        ``"int8"`` the int8 one (:mod:`kpcore.live.onnx_runtime`).
         """
-        from ..models.checkpoint import load_checkpoint
+        from ..errors import CheckpointError
+        from ..models.checkpoint import WEIGHTS_FILE, read_config
         from ..models.hub import resolve_model_dir
 
         folder = resolve_model_dir(folder_or_repo_id)
-        model, config = load_checkpoint(folder)
-        return cls(model, config, folder, flip_test=flip_test, threads=threads, backend=backend)
+        config = read_config(folder)
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
+        pred = cls(None, config, folder, flip_test=flip_test, threads=threads, backend=backend)
+        if pred.onnx_model is None:
+            _ = pred.model  # PyTorch runs it: build it now, so that a bad checkpoint fails here
+        return pred
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch network, in eval mode (built from the checkpoint on first use)."""
+        if self._model is None:
+            from ..models.checkpoint import load_checkpoint
+
+            self._model = load_checkpoint(self.folder)[0].eval()
+        return self._model
 
     @property
     def onnx_model(self):
@@ -186,11 +214,15 @@ class Predictor:
         return self._onnx or None
 
     @property
+    def backend_name(self) -> str:
+        """What runs the network: ``"pytorch"``, ``"onnxruntime"`` or ``"onnxruntime int8"``."""
+        return self.onnx_model.label if self.onnx_model is not None else "pytorch"
+
+    @property
     def name(self) -> str:
         return self.folder.name if self.folder else self.config["model"]["name"]
 
     # ------------------------------------------------------------ low level
-    @torch.no_grad()
     def run_model(self, batch):
         """One plain forward pass: ``(B, K, 2)`` normalised coordinates (no flip-test).
 
@@ -199,24 +231,25 @@ class Predictor:
         numpy batch never touches PyTorch: its thread pool would compete with
         onnxruntime's for the same cores.
         """
+        if isinstance(batch, np.ndarray) and self.onnx_model is not None:
+            return self.onnx_model(batch)
+        import torch
+
         if isinstance(batch, np.ndarray):
-            if self.onnx_model is not None:
-                return self.onnx_model(batch)
             return self.run_model(torch.from_numpy(batch)).float().numpy()
         if self.onnx_model is not None:
             return torch.from_numpy(self.onnx_model(batch.numpy()))
         if self.threads:
             torch.set_num_threads(self.threads)
-        return self.model(batch)
+        with torch.no_grad():
+            return self.model(batch)
 
-    @torch.no_grad()
     def forward_normalized(self, batch):
         """Model output ``(B, K, 2)`` in [-1, 1] for a normalised input batch (torch or numpy)."""
         if self.flip_test:
             return flip_average(self.run_model, batch, self.facts.flip_permutation)
         return self.run_model(batch)
 
-    @torch.no_grad()
     def forward_with_confidence(self, batch):
         """``(coords (B, K, 2), face confidence (B,), point confidence (B, K))``.
 

@@ -12,43 +12,28 @@ and has attributes ``num_keypoints`` and ``in_channels``. Heatmap models
 returning ``(coords, heatmap_logits)`` and ``heatmap_stride``.
 Regression heads are linear (not clamped), so a prediction may fall slightly
 outside ``[-1, 1]``; heatmap models stay inside by construction.
+
+Nothing is imported here until a name is used: reading a checkpoint's config
+(:mod:`kpcore.models.checkpoint`) or its model card (:mod:`kpcore.models.hub`) does
+not load PyTorch; the registry imports the architectures on first lookup.
 """
 
-from kpcore.models import cnn, heatmap, mobilenet, resnet  # noqa: F401  (registers the models)
-from kpcore.models.heatmap import (
-    HeatmapRegressor,
-    cell_centers,
-    cells_to_normalized,
-    normalized_to_cells,
-    render_gaussian_heatmaps,
-    soft_argmax,
-)
-from kpcore.models.registry import (
-    INIT_ONLY_KWARGS,
-    ModelInfo,
-    count_parameters,
-    create_model,
-    describe_models,
-    list_models,
-    model_accepts,
-    model_info,
-    register_model,
-)
+from __future__ import annotations
 
-__all__ = [
-    "HeatmapRegressor",
-    "INIT_ONLY_KWARGS",
-    "ModelInfo",
-    "cell_centers",
-    "cells_to_normalized",
-    "count_parameters",
-    "create_model",
-    "describe_models",
-    "list_models",
-    "model_accepts",
-    "model_info",
-    "normalized_to_cells",
-    "register_model",
-    "render_gaussian_heatmaps",
-    "soft_argmax",
-]
+_LAZY = {
+    **dict.fromkeys(("HeatmapRegressor", "cell_centers", "cell_grid", "cells_to_normalized", "normalized_to_cells",
+                     "render_gaussian_heatmaps", "soft_argmax"), "kpcore.models.heatmap"),
+    **dict.fromkeys(("INIT_ONLY_KWARGS", "ModelInfo", "count_parameters", "create_model", "describe_models",
+                     "list_models", "model_accepts", "model_info", "register_model"), "kpcore.models.registry"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kpcore.models' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

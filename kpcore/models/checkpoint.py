@@ -14,11 +14,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import CheckpointError
@@ -27,6 +23,10 @@ FORMAT = "kpcore-checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+if TYPE_CHECKING:  # PyTorch is imported where weights are read or written: reading a config needs none
+    import torch
+    from torch import nn
 
 
 def build_config(model: nn.Module, *, task: str, layout: str, flip_pairs, input_spec: dict,
@@ -111,6 +111,8 @@ def save_checkpoint(folder: str | Path, model: nn.Module, config: dict[str, Any]
         half: Store floating-point weights as float16 (for shipped ResNet-size models).
         extra_files: More files to place in the folder (name -> content).
     """
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     tmp = _atomic_dir(folder)
     try:
@@ -152,6 +154,8 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint folder; returns ``(model in eval mode, config)``."""
+    from safetensors.torch import load_file
+
     from . import create_model
 
     folder = Path(folder)

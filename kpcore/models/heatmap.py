@@ -53,8 +53,18 @@ def cells_to_normalized(cells: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     return (2 * cells + 1) / wh - 1
 
 
+def cell_grid(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(h * w, 2)`` normalised ``(x, y)`` centres of an ``h x w`` grid's cells, row by row."""
+    ys, xs = torch.meshgrid(cell_centers(h, device), cell_centers(w, device), indexing="ij")
+    return torch.stack((xs.reshape(-1), ys.reshape(-1)), dim=-1)
+
+
 def soft_argmax(logits: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Expected position of ``softmax(beta * logits)`` over each map.
+
+    One matrix product of the ``(B, K, h * w)`` probabilities with the cells'
+    centres (:func:`cell_grid`). The map size enters as Python ints, so an ONNX
+    export holds the grid as a constant and no shape arithmetic.
 
     Args:
         logits: ``(B, K, h, w)`` heatmap logits.
@@ -63,11 +73,9 @@ def soft_argmax(logits: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     Returns:
         ``(B, K, 2)`` normalised ``(x, y)`` in ``(-1 + 1/w, 1 - 1/w)`` (cell centres).
     """
-    b, k, h, w = logits.shape
-    prob = torch.softmax(beta * logits.reshape(b, k, h * w).float(), dim=-1).view(b, k, h, w)
-    x = (prob.sum(dim=2) * cell_centers(w, logits.device)).sum(dim=-1)
-    y = (prob.sum(dim=3) * cell_centers(h, logits.device)).sum(dim=-1)
-    return torch.stack((x, y), dim=-1)
+    k, h, w = (int(n) for n in logits.shape[1:])
+    prob = torch.softmax(beta * logits.reshape(-1, k, h * w).float(), dim=-1)
+    return prob @ cell_grid(h, w, logits.device)
 
 
 def render_gaussian_heatmaps(

@@ -72,6 +72,15 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_BUILTIN = ("kpcore.models.cnn", "kpcore.models.heatmap", "kpcore.models.mobilenet", "kpcore.models.resnet")
+
+
+def _load_builtin() -> None:
+    """Import the architectures kpcore ships (each registers itself); ``kpcore.models`` is lazy."""
+    import importlib
+
+    for module in _BUILTIN:
+        importlib.import_module(module)
 
 
 def register_model(
@@ -110,10 +119,12 @@ def register_model(
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
+    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def _get(name: str) -> ModelInfo:
+    _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
