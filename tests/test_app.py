@@ -239,12 +239,16 @@ def test_bench_page(webapp_env) -> None:
     # like with like: one accuracy-vs-latency chart per task, plus training vs loader throughput,
     # plus MTFL failures per head pose for the model and dlib
     specs = [json.loads(c.proto.spec) for c in plotly_charts(at)]
-    assert len(specs) == 5
+    assert len(specs) == 6
     assert "Turned heads: MTFL val against dlib" in [h.value for h in at.subheader]
     bars = next(s["data"] for s in specs if "MTFL" in s["layout"]["title"]["text"])
     assert [b["name"].split(" ·")[0] for b in bars] == ["face68-300w", "dlib"]
     assert bars[0]["x"] == ["left profile (2)", "frontal (28)"]
     assert bars[1]["y"] == [100.0, 10.0]  # dlib: left profile 100%, frontal 10%
+    # speed against dlib: fastest first, the default path named, a dashed line at 1.5x dlib's time
+    speed = next(s for s in specs if "vs dlib" in s["layout"]["title"]["text"])
+    assert speed["data"][0]["y"] == ["dlib", "face68-300w · onnxruntime int8 (default)", "face68-300w · onnxruntime"]
+    assert [shape["x0"] for shape in speed["layout"]["shapes"]] == [1.5]
 
 
 def test_live_page_embeds_gradio_same_origin(webapp_env) -> None:

@@ -139,6 +139,12 @@ def make_bench(path: Path) -> Path:
          "failure_rate_left_profile": 0.5, "n_left_profile": 2, "failure_rate_frontal": 0.0, "n_frontal": 28},
         {"section": "mtfl", "model": "dlib", "split": "val", "n": 30, "nme": 0.05, "failure_rate": 0.2,
          "failure_rate_left_profile": 1.0, "n_left_profile": 2, "failure_rate_frontal": 0.1, "n_frontal": 28},
+        {"section": "speed", "model": "face68-300w", "backend": "onnxruntime", "ms_per_face": 2.0, "threads": 2,
+         "default": False, "vs_dlib": 2.0},
+        {"section": "speed", "model": "face68-300w", "backend": "onnxruntime int8", "ms_per_face": 1.2,
+         "threads": 2, "default": True, "vs_dlib": 1.2},
+        {"section": "speed", "model": "dlib", "backend": "dlib", "ms_per_face": 1.0, "threads": 1, "default": False,
+         "vs_dlib": 1.0},
     ]
     path.write_text(json.dumps(rows))
     return path

@@ -57,15 +57,24 @@ def accuracy_latency_per_task(models: pd.DataFrame) -> list[tuple[str, go.Figure
 
 
 def speed_figure(speed: pd.DataFrame) -> go.Figure:
-    """ms per face of each path, measured in one run on the same faces; dlib's bar for reference."""
+    """ms per face of each path, measured in one run on the same faces; dlib's bar for reference, the
+    path ``Predictor`` takes by default marked, and a dashed line at 1.5x dlib (the speed bar of #10)."""
     rows = speed.sort_values("ms_per_face")
-    labels = [f"{m} · {b}" if m != b else str(m) for m, b in zip(rows["model"], rows["backend"], strict=True)]
+    default = rows["default"].fillna(False).astype(bool) if "default" in rows else \
+        pd.Series(False, index=rows.index)
+    labels = [(f"{m} · {b}" if m != b else str(m)) + (" (default)" if d else "")
+              for m, b, d in zip(rows["model"], rows["backend"], default, strict=True)]
     ratio = rows["vs_dlib"] if "vs_dlib" in rows else pd.Series([None] * len(rows), index=rows.index)
-    text = [f"{v:.2f} ms" + (f" ({r:.1f}x dlib)" if pd.notna(r) else "")
+    text = [f"{v:.2f} ms" + (f" ({r:.2f}x dlib)" if pd.notna(r) else "")
             for v, r in zip(rows["ms_per_face"], ratio, strict=True)]
-    colors = ["#2ca02c" if str(m).startswith("dlib") else "#1f77b4" for m in rows["model"]]
+    colors = ["#2ca02c" if str(m).startswith("dlib") else "#ff7f0e" if d else "#1f77b4"
+              for m, d in zip(rows["model"], default, strict=True)]
     fig = go.Figure(go.Bar(x=rows["ms_per_face"], y=labels, orientation="h", text=text, marker_color=colors))
-    fig.update_layout(height=80 + 40 * len(rows), margin=MARGIN, xaxis_title="ms per face, batch 1",
+    dlib = rows.loc[rows["model"].astype(str) == "dlib", "ms_per_face"]
+    if not dlib.empty:
+        fig.add_vline(x=1.5 * float(dlib.iloc[0]), line_dash="dash", line_color="#555",
+                      annotation_text="1.5x dlib", annotation_position="top")
+    fig.update_layout(height=100 + 40 * len(rows), margin=MARGIN, xaxis_title="ms per face, batch 1",
                       title="Landmarks per face vs dlib, same run, same faces and boxes")
     return fig
 
@@ -137,7 +146,9 @@ def main() -> None:
     if not speed.empty:
         st.subheader("CPU speed against dlib")
         st.plotly_chart(speed_figure(speed), key="bench_speed")
-        st.caption(f"Measured on {machine_caption(speed)}.")
+        st.caption(f"Measured on {machine_caption(speed)}. Each time is the whole per-face call (crop, "
+                   "normalise, network, map back); orange is the path the library takes by default. A time "
+                   "means something only beside dlib's in the same run: this machine is shared.")
     if not photo.empty:
         st.subheader("A photo end to end")
         st.plotly_chart(photo_figure(photo), key="bench_photo")
