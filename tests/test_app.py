@@ -516,6 +516,14 @@ def test_browser_live_tab_upload_draws_points(served: str, browser_page, tmp_pat
     result.wait_for(timeout=30_000)
     src = result.get_attribute("src")
     page.screenshot(path=str(SHOTS / "browser_live.png"), full_page=True)
+    # the iframe fits the demo and then stays put (it once grew by its margin on every resize, forever)
+    iframe = page.locator("iframe[title='kpcore live keypoint demo (Gradio)']")
+    heights = []
+    for _ in range(3):
+        page.wait_for_timeout(1500)
+        heights.append(iframe.evaluate("f => f.offsetHeight"))
+    content = frame.locator("#kp-result").evaluate("e => e.getBoundingClientRect().bottom")
+    assert heights[0] == heights[-1] and content <= heights[-1] < content + 3000, (heights, content)
     with page.expect_download(timeout=30_000) as download:
         frame.locator("#kp-json").click()
     face = json.loads(Path(download.value.path()).read_text())["faces"][0]

@@ -705,9 +705,14 @@ FIT_FRAME_JS = """
   let frame = null;
   try { frame = window.frameElement; } catch (e) { return; }
   if (!frame) return;
+  // Measure the content, not the container: Gradio's container grows to fill the frame, so its
+  // height plus a margin would grow the frame again on every resize, without end.
   const fit = () => {
-    const app = document.querySelector(".gradio-container") || document.body;
-    const h = Math.ceil(app.getBoundingClientRect().height) + 32;
+    const main = document.querySelector(".gradio-container .contain") || document.body;
+    let bottom = 0;
+    for (const el of main.children) bottom = Math.max(bottom, el.getBoundingClientRect().bottom);
+    const footer = document.querySelector(".gradio-container footer");
+    const h = Math.ceil(bottom + window.scrollY + (footer ? footer.getBoundingClientRect().height : 0)) + 48;
     if (Math.abs(frame.offsetHeight - h) > 8) { frame.style.height = h + "px"; frame.height = String(h); }
   };
   new ResizeObserver(fit).observe(document.body);
