@@ -328,6 +328,9 @@ def test_build_demo_has_the_predict_api_and_example_hook(tmp_path: Path, monkeyp
     # a photo that arrives while the previous event (e.g. the removal) is still running must run
     # after it, not be dropped (gr.on's default for a click-first trigger list is "once")
     assert ui[0]["trigger_mode"] == "always_last"
+    # close-ups keep a sixth of the row each: a single face is not blown up to the page's width
+    gallery = next(c["props"] for c in config["components"] if c.get("props", {}).get("elem_id") == "kp-faces")
+    assert gallery["columns"] == 6 and gallery["fit_columns"] is False
     assert any(c.get("type") == "dataset" for c in config["components"])  # the examples
 
 

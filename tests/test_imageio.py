@@ -71,6 +71,14 @@ def test_not_an_image(tmp_path):
         load_image(path)
 
 
+def test_not_an_image_says_how_it_begins_in_words():
+    # text as text (no Python b'...' literal), binary as hex bytes
+    with pytest.raises(BadImageError, match="looks like text: 'this is not a picture th...'"):
+        load_image(("this is not a picture\n" * 10).encode())
+    with pytest.raises(BadImageError, match="starts with the bytes 00 01 02 03 04 05 06 07"):
+        load_image(bytes(range(64)))
+
+
 def test_bad_image_error_is_a_value_error():
     assert issubclass(BadImageError, ValueError)
 

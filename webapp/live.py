@@ -757,8 +757,9 @@ def build_demo() -> gr.Blocks:
                                                       interactive=False)
                         csv_file = gr.DownloadButton("Points as CSV", size="md", elem_id="kp-csv",
                                                      interactive=False)
-            gallery = gr.Gallery(label="Each face, zoomed", columns=6, height="fit-content", object_fit="contain",
-                                 elem_id="kp-faces", allow_preview=True, format="png")
+            # fit_columns=False: one face stays one sixth of the row (it was blown up to the page's width)
+            gallery = gr.Gallery(label="Each face, zoomed", columns=6, fit_columns=False, height="fit-content",
+                                 object_fit="contain", elem_id="kp-faces", allow_preview=True, format="png")
             summary = gr.Markdown(elem_id="kp-summary")
             # The API's trigger, never shown; inside the tab so the tabs stay one row of tabs.
             api = gr.Button(visible=False, elem_id="kp-api")

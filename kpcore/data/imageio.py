@@ -247,9 +247,22 @@ def _unidentified_message(data: bytes, label: str) -> str:
                 break
             return (f"{label} is a {name} file, which kpcore cannot read. Convert it to JPEG or "
                     f"PNG first (supported: {supported}).")
-    head = data[:16]
-    return (f"{label} is not an image in a supported format (it starts with {head!r}). "
-            f"Supported: {supported}.")
+    return f"{label} is not an image in a supported format ({_describe_start(data)}). Supported: {supported}."
+
+
+def _describe_start(data: bytes) -> str:
+    """How a file that is not an image begins, in words a user reads: its text, or its first bytes in hex."""
+    head = data[:24]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if not head:
+        return "it is empty"
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        shown = " ".join(text.split())
+        return f"it looks like text: '{shown}{'...' if len(data) > len(head) else ''}'"
+    return f"it starts with the bytes {head[:8].hex(' ')}"
 
 
 def _available_formats() -> list[str]:

@@ -464,7 +464,8 @@ def track_video(video: str | os.PathLike, csv_out: str | os.PathLike, video_out:
                 if writer is not None:
                     recent = (recent + [time.perf_counter()])[-30:]
                     rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
-                    label = f"{rate:.0f} fps" if show_fps and rate else None
+                    # the processing rate over the last 30 frames, not the video's own frame rate
+                    label = f"tracked at {rate:.0f} frames/s" if show_fps and rate else None
                     writer.write(draw_faces(r.frame, r.faces, predictor.facts, label, copy=False))
     finally:
         if writer is not None:
