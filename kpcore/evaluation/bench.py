@@ -104,37 +104,6 @@ def loader_throughput(task: str, spec, data_root, n: int = 256) -> float | None:
     return round(len(ds) / (time.perf_counter() - t0), 1)
 
 
-def photo_latency(folder: Path, repeats: int, data_root=None) -> dict | None:
-    """End-to-end median ms for a 1280x960 photo with one face: detect + points + overlay."""
-    from ..data.datasets import load_split
-    from ..data.loader import decode_rgb
-    from ..live.predict import Predictor
-    from ..live.render import draw_keypoints
-
-    try:
-        sample = load_split("ibug300w", "test", data_root)[0]
-    except FileNotFoundError:
-        return None
-    import cv2
-
-    img = cv2.resize(decode_rgb(sample.image_path), PHOTO_SIZE, interpolation=cv2.INTER_LINEAR)
-    pred = Predictor.from_pretrained(folder)
-    pred.detector()  # load once
-
-    def run():
-        faces = pred.predict(img)
-        out = img
-        for f in faces:
-            out = draw_keypoints(out, f.points, layout=pred.facts)
-        return out
-
-    n_faces = len(pred.predict(img))
-    detect_ms = _median_ms(lambda: pred.detector().detect(img), repeats)
-    total_ms = _median_ms(run, repeats)
-    return {"photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}", "faces": n_faces, "detect_ms": round(detect_ms, 1),
-            "end_to_end_ms": round(total_ms, 1)}
-
-
 def dlib_row(data_root, repeats: int) -> dict | None:
     """dlib's 68-point shape predictor on the same test boxes (:class:`kpcore.evaluation.reference.DlibLandmarks`)."""
     from ..data.datasets import load_split
@@ -191,10 +160,6 @@ def run_bench(json_out: str | Path | None = None, data_root=None, quick: bool = 
         row["train_images_per_s"] = train_throughput(load_checkpoint(folder)[0], shape,
                                                      steps=2 if quick else 5)
         row["loader_images_per_s"] = loader_throughput(cfg["task"], spec, data_root, n=64 if quick else 256)
-        if cfg["task"] == "ibug300w":
-            photo = photo_latency(folder, repeats=5 if quick else 20, data_root=data_root)
-            if photo:
-                row.update(photo)
         rows.append(row)
         _print_row(row)
     extra = dlib_row(data_root, repeats)
@@ -214,7 +179,7 @@ def run_bench(json_out: str | Path | None = None, data_root=None, quick: bool = 
 
 def _print_row(r: dict) -> None:
     keys = ["model", "split", "n", "nme", "mean_px_error", "latency_ms_b1", "throughput_b32", "params",
-            "file_mb", "train_images_per_s", "loader_images_per_s", "end_to_end_ms"]
+            "file_mb", "train_images_per_s", "loader_images_per_s"]
     print("  ".join(f"{k}={r[k]:.4g}" if isinstance(r.get(k), float) else f"{k}={r[k]}" for k in keys if k in r),
           flush=True)
 
@@ -370,11 +335,13 @@ def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = 
 
 
 def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 10) -> dict | None:
-    """A 1280x960 photo with one face, end to end, split into detection / landmarks / drawing (medians)."""
+    """A 1280x960 photo with one face, end to end, split into detection / landmarks / drawing (medians),
+    and ``predict_ms``: the whole ``Predictor.predict`` call, which adds the mirrored pass for the
+    confidences and the head pose."""
     import cv2
 
     from ..data.datasets import load_split
-    from ..data.loader import decode_rgb
+    from ..data.inputs import decode_rgb
     from ..live.detect import FaceDetector
     from ..live.predict import Predictor
     from ..live.track import TrackedFace, draw_faces
@@ -386,7 +353,8 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 1
     img = cv2.resize(decode_rgb(sample.image_path), PHOTO_SIZE, interpolation=cv2.INTER_LINEAR)
     pred = Predictor.from_pretrained(folder, threads=threads)
     pred._detector = FaceDetector(threads=threads)
-    parts: dict[str, list[float]] = {"detect_ms": [], "landmarks_ms": [], "draw_ms": [], "end_to_end_ms": []}
+    parts: dict[str, list[float]] = {"detect_ms": [], "landmarks_ms": [], "draw_ms": [], "end_to_end_ms": [],
+                                     "predict_ms": []}
     for i in range(repeats + 2):
         t0 = time.perf_counter()
         faces = pred.detector().detect(img)
@@ -397,8 +365,10 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 1
         draw_faces(img, [TrackedFace(j, p, p, r) for j, (p, r) in enumerate(zip(pts, regions, strict=True))],
                    pred.facts)
         t3 = time.perf_counter()
+        pred.predict(img)
+        t4 = time.perf_counter()
         if i >= 2:
-            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
+            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, t4 - t3), strict=True):
                 parts[key].append(value * 1000)
     return {"section": "photo", "model": folder.name, "backend": pred.backend_name,
             "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}", "faces": len(faces), "threads": threads,

@@ -19,8 +19,8 @@ from kpcore.data.facts import MTFL_FACTS
 from webapp import records
 
 MODEL_COLUMNS = ["model", "task", "split", "n", "nme", "mean_px_error", "latency_ms_b1", "threads",
-                 "throughput_b32", "params", "file_mb", "train_images_per_s", "loader_images_per_s", "photo",
-                 "detect_ms", "end_to_end_ms", "machine", "torch", "measured"]
+                 "throughput_b32", "params", "file_mb", "train_images_per_s", "loader_images_per_s",
+                 "machine", "torch", "measured"]
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 
 
