@@ -254,3 +254,22 @@ sys.exit(1 if loaded else 0)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     assert out.stdout.startswith("onnxruntime")
+
+
+@needs_300w
+def test_bench_speed_rows_time_the_default_path_beside_float_and_torch(data_root):
+    from kpcore.evaluation.bench import landmark_speed
+    from kpcore.evaluation.reference import DlibLandmarks
+
+    folder = REPO / "checkpoints" / "face68-300w"
+    if not (folder / ONNX_INT8_FILE).exists():
+        pytest.skip("checkpoints/face68-300w has no int8 file")
+    rows = {r["backend"]: r for r in landmark_speed(folder, data_root, faces=2, repeats=1)}
+    expected = {"pytorch", "onnxruntime", "onnxruntime int8", "onnxruntime int8 1 thread"}
+    assert expected <= set(rows)
+    assert [b for b, r in rows.items() if r["default"]] == ["onnxruntime int8"]
+    assert rows["onnxruntime int8 1 thread"]["threads"] == 1 and rows["onnxruntime int8"]["threads"] == 2
+    assert all(r["calls"] == 2 and r["ms_per_face"] > 0 for r in rows.values())
+    if DlibLandmarks.available():
+        dlib = rows["dlib"]["ms_per_face"]
+        assert rows["onnxruntime"]["vs_dlib"] == pytest.approx(rows["onnxruntime"]["ms_per_face"] / dlib, abs=0.01)
