@@ -16,7 +16,7 @@ all have defaults. The page itself uses a private twin of it
 (:func:`run_demo_ui`) that never leaves an earlier photo's results on screen:
 every output is replaced on a new photo, cleared when the photo is removed,
 and on an error cleared with the message shown in a red box above the result
-(and in a toast that stays until closed). Every photo input (keypoints, morph,
+(and in a toast that goes after a few seconds). Every photo input (keypoints, morph,
 mean face) skips Gradio's own image decoding
 (``preprocess=False``): kpcore's :func:`~kpcore.data.imageio.load_image` reads the
 uploaded file, so a broken, hostile or unsupported file gets kpcore's message
@@ -432,19 +432,23 @@ def cleared(message: str = "") -> tuple:
     return (error_box(message) if message else "", None, None, "", buttons, buttons)
 
 
+TOAST_SECONDS = 8
+
+
 def run_demo_ui(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
                 show_ids: bool = False, whole_image_if_no_face: bool = False) -> tuple:
     """The page's event: like :func:`run_demo`, but no earlier photo's results ever stay on screen.
 
     No photo (removed): everything cleared. An error: everything cleared, the
-    message in the red box above the result and in a toast that stays until closed.
+    message in the red box above the result (which stays) and in a toast that goes after
+    :data:`TOAST_SECONDS` (toasts that stayed piled up over the red box, one per attempt).
     """
     if image is None:
         return cleared()
     try:
         r = predict_photo(image, model_label, skeleton, show_ids, whole_image_if_no_face)
     except gr.Error as e:
-        gr.Warning(e.message, duration=None, title="Could not use this photo")
+        gr.Warning(e.message, duration=TOAST_SECONDS, title="Could not use this photo")
         return cleared(e.message)
     files = [gr.update(value=p, interactive=True) for p in (r.json_path, r.csv_path)]
     return ("", r.drawn, r.crops, r.summary, *files)
