@@ -65,8 +65,8 @@ def speed_figure(speed: pd.DataFrame) -> go.Figure:
     labels = [(f"{m} · {b}" if m != b else str(m)) + (" (default)" if d else "")
               for m, b, d in zip(rows["model"], rows["backend"], default, strict=True)]
     ratio = rows["vs_dlib"] if "vs_dlib" in rows else pd.Series([None] * len(rows), index=rows.index)
-    text = [f"{v:.2f} ms" + (f" ({r:.2f}x dlib)" if pd.notna(r) else "")
-            for v, r in zip(rows["ms_per_face"], ratio, strict=True)]
+    text = [f"{v:.2f} ms" + (f" ({r:.2f}x dlib)" if pd.notna(r) and str(m) != "dlib" else "")
+            for v, r, m in zip(rows["ms_per_face"], ratio, rows["model"], strict=True)]
     colors = ["#2ca02c" if str(m).startswith("dlib") else "#ff7f0e" if d else "#1f77b4"
               for m, d in zip(rows["model"], default, strict=True)]
     fig = go.Figure(go.Bar(x=rows["ms_per_face"], y=labels, orientation="h", text=text, marker_color=colors))
