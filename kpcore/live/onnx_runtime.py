@@ -55,7 +55,8 @@ PARITY_TOLERANCE = 1e-4
 """Largest accepted |ONNX - PyTorch| in normalised coordinates (1e-4 = 0.0064 px at 128 px)."""
 INT8_MAX_NME_DELTA = 0.001
 """The int8 model runs by default only if its validation NME is at most this much above float32's."""
-INT8_KEYS = ("kpcore_int8_val_nme", "kpcore_float_val_nme", "kpcore_int8_split")
+INT8_NME_KEY, FLOAT_NME_KEY, INT8_SPLIT_KEY = "kpcore_int8_val_nme", "kpcore_float_val_nme", "kpcore_int8_split"
+"""Where :func:`measure_int8` records its figures in the int8 file's metadata."""
 CALIBRATION_FACES = 96
 
 
@@ -104,10 +105,7 @@ def export_model_onnx(model: torch.nn.Module, input_shape: tuple[int, int, int],
             torch.onnx.export(model, (x,), str(raw), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-        proto = onnx.load(str(raw))
-        for key, value in (metadata or {}).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, str(value)
+        proto = set_metadata(onnx.load(str(raw)), metadata or {})
         onnx.checker.check_model(proto)
         final = Path(tmp) / path.name
         onnx.save(proto, str(final))
@@ -139,8 +137,9 @@ def export_onnx(folder_or_repo_id: str | os.PathLike, int8: bool = False, check:
     folder = resolve_model_dir(folder_or_repo_id)
     model, config = load_checkpoint(folder)
     shape = _input_shape(config)
+    digest = weights_digest(folder)
     path = export_model_onnx(model, shape, folder / ONNX_FILE,
-                             metadata={WEIGHTS_KEY: weights_digest(folder), "kpcore_model": config["model"]["name"]})
+                             metadata={WEIGHTS_KEY: digest, "kpcore_model": config["model"]["name"]})
     result: dict = {"path": str(path)}
     if check:
         result["max_abs_diff"] = parity(model, OnnxModel(path), shape)
@@ -153,12 +152,10 @@ def export_onnx(folder_or_repo_id: str | os.PathLike, int8: bool = False, check:
         measured = calibration is None
         if measured:
             calibration = calibration_inputs(folder, data_root)
-        int8_path = quantize_int8(path, folder / ONNX_INT8_FILE, shape, calibration,
-                                  metadata={WEIGHTS_KEY: weights_digest(folder)})
+        int8_path = quantize_int8(path, folder / ONNX_INT8_FILE, shape, calibration, metadata={WEIGHTS_KEY: digest})
         result["int8_path"] = str(int8_path)
         if measured:
             result.update(measure_int8(folder, data_root))
-            result["int8_used"] = int8_accepted(OnnxModel(int8_path).metadata)
     return result
 
 
@@ -174,11 +171,11 @@ def calibration_inputs(folder: str | os.PathLike, data_root=None, n: int = CALIB
     split, cropped as at inference (no augmentation)."""
     from ..data.datasets import load_split
     from ..data.imageio import load_image
-    from ..data.inputs import region_array
-    from .predict import Predictor
+    from ..data.inputs import InputSpec, region_array
+    from ..models.checkpoint import read_config
 
-    pred = Predictor.from_pretrained(folder, backend="torch")
-    task = pred.config["task"]
+    config = read_config(folder)
+    spec, task = InputSpec.from_dict(config["input"]), config["task"]
     try:
         samples = load_split(task, "train", data_root)
     except FileNotFoundError as e:
@@ -191,13 +188,15 @@ def calibration_inputs(folder: str | os.PathLike, data_root=None, n: int = CALIB
     for i in picks:
         s = samples[int(i)]
         image = load_image(s.image_path)
-        out.append(region_array(image, pred.region_for(s.box, (image.shape[1], image.shape[0])), pred.spec)[0])
+        out.append(region_array(image, spec.crop_box(s.box, (image.shape[1], image.shape[0])), spec)[0])
     return np.stack(out).astype(np.float32)
 
 
 def measure_int8(folder: str | os.PathLike, data_root=None) -> dict:
     """Validation NME of the float32 and the int8 ONNX model on the task's validation split;
-    written into ``model.int8.onnx``'s metadata (which :func:`int8_accepted` reads)."""
+    written into ``model.int8.onnx``'s metadata (which :func:`int8_accepted` reads).
+
+    Returns ``{"int8_val_nme", "float_val_nme", "int8_used"}`` (``int8_used``: ``auto`` will run it)."""
     import onnx
 
     from ..evaluation.evaluate import evaluate_model
@@ -209,34 +208,31 @@ def measure_int8(folder: str | os.PathLike, data_root=None) -> dict:
         pred = Predictor.from_pretrained(folder, backend=backend)
         nme[backend] = evaluate_model(folder, data_root=data_root, split="val", save=False, predictor=pred)["nme"]
     path = folder / ONNX_INT8_FILE
-    proto = onnx.load(str(path))
-    values = {"kpcore_int8_val_nme": f"{nme['int8']:.6f}", "kpcore_float_val_nme": f"{nme['onnx']:.6f}",
-              "kpcore_int8_split": "val"}
-    kept = [p for p in proto.metadata_props if p.key not in values]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in values.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    _save_atomic(proto, path)
-    return {"int8_val_nme": nme["int8"], "float_val_nme": nme["onnx"]}
+    values = {INT8_NME_KEY: f"{nme['int8']:.6f}", FLOAT_NME_KEY: f"{nme['onnx']:.6f}", INT8_SPLIT_KEY: "val"}
+    proto = set_metadata(onnx.load(str(path)), values)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        onnx.save(proto, str(Path(tmp) / path.name))
+        os.replace(Path(tmp) / path.name, path)
+    return {"int8_val_nme": nme["int8"], "float_val_nme": nme["onnx"], "int8_used": int8_accepted(values)}
 
 
 def int8_accepted(metadata: dict) -> bool:
     """True when an int8 file's recorded validation NME is within :data:`INT8_MAX_NME_DELTA` of float32's."""
     try:
-        return float(metadata["kpcore_int8_val_nme"]) - float(metadata["kpcore_float_val_nme"]) \
-            <= INT8_MAX_NME_DELTA
+        return float(metadata[INT8_NME_KEY]) - float(metadata[FLOAT_NME_KEY]) <= INT8_MAX_NME_DELTA
     except (KeyError, ValueError):
         return False
 
 
-def _save_atomic(proto, path: Path) -> None:
-    import onnx
-
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        onnx.save(proto, str(Path(tmp) / path.name))
-        os.replace(Path(tmp) / path.name, path)
+def set_metadata(proto, values: dict):
+    """``proto`` with its ``metadata_props`` set to ``values`` (string key/values), replacing keys it had."""
+    kept = [p for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    return proto
 
 
 def parity(model: torch.nn.Module, onnx_model: OnnxModel, shape: tuple[int, int, int], batch: int = 4,
@@ -304,11 +300,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, shape: tuple[i
         quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=float_tail(onnx.load(str(pre))))
-        proto = onnx.load(str(out))
-        for key, value in {**(metadata or {}), PRECISION_KEY: "int8"}.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, str(value)
-        onnx.save(proto, str(out))
+        onnx.save(set_metadata(onnx.load(str(out)), {**(metadata or {}), PRECISION_KEY: "int8"}), str(out))
         os.replace(out, dst)
     return dst
 
