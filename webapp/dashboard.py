@@ -7,7 +7,8 @@ Gradio demo on one port with ``streamlit run app.py``. Each page is a script in
 
 Environment variables (all optional): ``KPCORE_RUNS`` and ``KPCORE_CHECKPOINTS``
 add folders of runs / checkpoints, ``KPCORE_BENCH`` points at a bench.json,
-``KPCORE_DATA`` is the dataset root.
+``KPCORE_DATA`` is the dataset root, ``KPCORE_BATCH_DIR`` the folder of batch tables
+(``kpcore predict ... --out TABLE``) the Batch triage page opens.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PAGES = [
     ("filters.py", "Learned filters", ":material/grid_on:"),
     ("data.py", "Data explorer", ":material/photo_library:"),
     ("bench.py", "Benchmarks", ":material/speed:"),
+    ("triage.py", "Batch triage", ":material/checklist:"),
     ("live.py", "Live demo", ":material/photo_camera:"),
 ]
 
