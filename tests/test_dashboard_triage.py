@@ -90,6 +90,7 @@ def build_table(folder: Path) -> tuple[pd.DataFrame, dict[str, float]]:
     video = photos / "clip.mp4"  # not on disk: its faces are drawn on a blank canvas
     for frame in (0, 1):
         rows.append(face_row(video, 0, face_points(160, 120, 30, seed=99 + frame), 0.7, frame=frame))
+    rows[-1] |= {"status": "low_confidence", "error": "confidence 0.700 is below min_confidence 0.75"}
     df = pd.DataFrame(rows)
     for c in ("frame", "face", "image_width", "image_height"):
         df[c] = df[c].astype("Int64")
@@ -103,7 +104,7 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
         pq.write_table(table.replace_schema_metadata({tr.METADATA_KEY: json.dumps(META).encode()}), path)
     elif path.suffix == ".csv":
         df.to_csv(path, index=False)
-    else:
+    else:  # .jsonl, .ndjson
         df.to_json(path, orient="records", lines=True)
     return path
 
@@ -118,7 +119,7 @@ def collection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
 
 # ------------------------------------------------------------------ reading
-@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl", ".ndjson"])
 def test_the_three_formats_read_back_the_same_faces(collection, suffix: str) -> None:
     path = write_table(collection["df"], collection["tmp"] / f"t{suffix}")
     df = tr.read_table(path)
@@ -135,14 +136,15 @@ def test_a_table_with_missing_columns_names_them(tmp_path: Path) -> None:
     pd.DataFrame({"source": ["a.jpg"], "status": ["ok"], "confidence": [0.5]}).to_csv(path, index=False)
     with pytest.raises(tr.TriageTableError, match=r"missing column\(s\) frame, face, error, box_x"):
         tr.read_table(path)
-    with pytest.raises(tr.TriageTableError, match=r"ends in \.parquet, \.csv, \.jsonl; got '\.txt'"):
+    with pytest.raises(tr.TriageTableError, match=r"ends in \.parquet, \.pq, \.csv, \.jsonl, \.ndjson; got '\.txt'"):
         tr.read_table(tmp_path / "t.txt")
 
 
 # ----------------------------------------------------------------- counting
 def test_counts_reasons_and_faces_per_image(collection) -> None:
     df = collection["df"]
-    assert tr.counts(df) == {"inputs": 7, "images": 8, "faces": 7, "no_face": 1, "unreadable": 1, "error": 0}
+    assert tr.counts(df) == {"inputs": 7, "images": 8, "faces": 7, "low_confidence": 1, "no_face": 1,
+                              "unreadable": 1, "error": 0}
     why = tr.reasons(df)
     assert set(why["status"]) == {"no_face", "unreadable"} and why["rows"].sum() == 2
     per_image = tr.faces_per_image(df)

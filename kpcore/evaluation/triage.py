@@ -27,8 +27,11 @@ from ..data.facts import W300_FACTS, DatasetFacts
 from ..errors import AnnotationError
 from .metrics import FAILURE_THRESHOLD, nme
 
-TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
-STATUSES = ("ok", "no_face", "unreadable", "error")
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".jsonl", ".ndjson")
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FACE_STATUSES = ("ok", "low_confidence")  # rows that hold a face (below the run's --min-confidence: the latter)
+NO_FACE_STATUSES = ("no_face", "unreadable", "error")  # why an image has no face row
+STATUSES = FACE_STATUSES + NO_FACE_STATUSES
 REQUIRED_COLUMNS = ("source", "frame", "face", "status", "error")
 FACE_COLUMNS = ("box_x", "box_y", "box_w", "box_h", "det_score", "confidence", "yaw", "pitch", "roll")
 POSE_COLUMNS = ("yaw", "pitch", "roll")
@@ -66,14 +69,14 @@ def read_table(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         source = io.BytesIO(source)
     meta: dict = {}
     try:
-        if suffix == ".parquet":
+        if FORMATS[suffix] == "parquet":
             import pyarrow.parquet as pq
 
             table = pq.read_table(source)
             raw = (table.schema.metadata or {}).get(METADATA_KEY)
             meta = json.loads(raw) if raw else {}
             df = table.to_pandas()
-        elif suffix == ".csv":
+        elif FORMATS[suffix] == "csv":
             df = pd.read_csv(source, dtype={"source": str, "status": str, "error": str})
         else:
             df = pd.read_json(source, lines=True, dtype={"source": str, "status": str, "error": str})
@@ -84,7 +87,7 @@ def read_table(source: str | Path | bytes | BinaryIO, name: str | None = None) -
 
 def _checked(df: pd.DataFrame, label: str, meta: dict) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if "status" in df.columns and (df["status"] == "ok").any():
+    if "status" in df.columns and df["status"].isin(FACE_STATUSES).any():
         missing += [c for c in FACE_COLUMNS if c not in df.columns]
         if num_points(df) == 0:
             missing.append("x0..x{K-1}, y0..y{K-1}")
@@ -133,18 +136,20 @@ def image_keys(df: pd.DataFrame) -> pd.Series:
 
 
 def counts(df: pd.DataFrame) -> dict[str, int]:
-    """``inputs`` (files), ``images`` (photos and frames), ``faces``, and the images per other status."""
+    """``inputs`` (files), ``images`` (photos and frames), ``faces`` (of them ``low_confidence``: faces
+    below the run's ``--min-confidence``), and the images per status without a face."""
     keys = image_keys(df)
     out = {"inputs": int(df["source"].nunique()), "images": int(keys.nunique()),
-           "faces": int((df["status"] == "ok").sum())}
-    for status in STATUSES[1:]:
+           "faces": int(df["status"].isin(FACE_STATUSES).sum()),
+           "low_confidence": int((df["status"] == "low_confidence").sum())}
+    for status in NO_FACE_STATUSES:
         out[status] = int(keys[df["status"] == status].nunique())
     return out
 
 
 def reasons(df: pd.DataFrame) -> pd.DataFrame:
     """Rows without a face grouped by status and reason: ``status, reason, rows, example``."""
-    rest = df[df["status"] != "ok"]
+    rest = df[~df["status"].isin(FACE_STATUSES)]
     if rest.empty:
         return pd.DataFrame(columns=["status", "reason", "rows", "example"])
     rest = rest.assign(reason=rest["error"].fillna("").astype(str))
@@ -154,14 +159,14 @@ def reasons(df: pd.DataFrame) -> pd.DataFrame:
 
 def faces_per_image(df: pd.DataFrame) -> pd.Series:
     """Number of faces of each readable photo or frame (0 for those with no face), by image key."""
-    readable = df["status"].isin(("ok", "no_face"))
+    readable = df["status"].isin((*FACE_STATUSES, "no_face"))
     keys = image_keys(df)[readable]
-    return (df.loc[readable, "status"] == "ok").groupby(keys).sum().astype(int)
+    return df.loc[readable, "status"].isin(FACE_STATUSES).groupby(keys).sum().astype(int)
 
 
 def faces(df: pd.DataFrame) -> pd.DataFrame:
     """The rows that hold a face."""
-    return df[df["status"] == "ok"]
+    return df[df["status"].isin(FACE_STATUSES)]
 
 
 # ------------------------------------------------------------------- filtering
@@ -259,7 +264,7 @@ def match_labels(df: pd.DataFrame, reader: Callable[[Path], np.ndarray] | None =
     out = LabelMatch(nme=pd.Series(np.nan, index=df.index, dtype=np.float64))
     if num_points(df) not in (0, facts.num_points):
         return out
-    photos = df[df["frame"].isna() & df["status"].isin(("ok", "no_face"))]
+    photos = df[df["frame"].isna() & df["status"].isin((*FACE_STATUSES, "no_face"))]
     a, b = facts.norm_points
     for source, rows in photos.groupby("source", sort=False):
         path = label_path(str(source), suffix)
@@ -271,7 +276,7 @@ def match_labels(df: pd.DataFrame, reader: Callable[[Path], np.ndarray] | None =
             out.bad.append(str(e))
             continue
         out.labelled += 1
-        found = rows[rows["status"] == "ok"]
+        found = rows[rows["status"].isin(FACE_STATUSES)]
         iou = box_iou(found[["box_x", "box_y", "box_w", "box_h"]].to_numpy(np.float64), points_box(true)) \
             if len(found) else np.zeros(0)
         if len(iou) == 0 or iou.max() < min_iou:

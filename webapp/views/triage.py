@@ -7,6 +7,7 @@ photos carry labels (a 300-W ``.pts`` beside them), how well confidence ranked t
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,8 @@ def show_counts(df: pd.DataFrame) -> None:
     n = tr.counts(df)
     cols = st.columns(5)
     cols[0].metric("images", f"{n['images']:,}", help=f"photos and video frames, from {n['inputs']:,} file(s)")
-    cols[1].metric("faces", f"{n['faces']:,}")
+    cols[1].metric("faces", f"{n['faces']:,}", help=f"{n['low_confidence']:,} of them marked low_confidence (below "
+                   "the run's --min-confidence)" if n["low_confidence"] else None)
     cols[2].metric("no face", f"{n['no_face']:,}", help="images read, where the detector found no face")
     cols[3].metric("unreadable", f"{n['unreadable']:,}", help="files that are not images or videos, or are broken")
     cols[4].metric("errors", f"{n['error']:,}", help="anything else that went wrong on a file")
@@ -203,16 +205,30 @@ def show_ranking(df: pd.DataFrame, match: tr.LabelMatch) -> None:
                                                      W300_FACTS.norm_name), key="triage_fig_nme_conf")
 
 
+def common_folder(sources: pd.Series) -> str:
+    """The folder all absolute ``sources`` share ("" if they share none but the root)."""
+    unique = list(dict.fromkeys(sources.astype(str)))
+    paths = [p for p in unique if os.path.isabs(p)]
+    if not paths or len(paths) != len(unique):
+        return ""
+    folder = os.path.dirname(paths[0]) if len(paths) == 1 else os.path.commonpath(paths)
+    return "" if folder in ("", os.sep) else folder
+
+
 def show_download(df: pd.DataFrame, kept: pd.DataFrame, nme: pd.Series | None, name: str) -> None:
     st.subheader("Rows kept by the filters")
-    rest = df[df["status"] != "ok"]
+    rest = df[df["status"].isin(tr.NO_FACE_STATUSES)]
     with_rest = st.checkbox(f"also the {len(rest):,} row(s) without a face (no face, unreadable, error)",
                             key="triage_with_rest", disabled=rest.empty)
     rows = pd.concat([kept, rest]) if with_rest else kept
     shown = [c for c in SHOWN_COLUMNS if c in rows.columns and not (c == "frame" and rows[c].isna().all())]
     view = rows[shown + ["status"]].copy()
+    folder = common_folder(view["source"])
+    if folder:
+        view["source"] = [str(Path(v).relative_to(folder)) for v in view["source"]]
+        st.caption(f"Paths relative to `{folder}` (the download keeps them whole).")
     if nme is not None:
-        view["NME (%)"] = 100 * nme.reindex(view.index)
+        view.insert(view.columns.get_loc("confidence") + 1, "NME (%)", 100 * nme.reindex(view.index))
     st.dataframe(view.sort_values("confidence", na_position="first"), hide_index=True, width="stretch",
                  key="triage_rows", height=260,
                  column_config={"confidence": st.column_config.NumberColumn(format="%.3f"),
