@@ -239,16 +239,89 @@ def _write_points_csv(faces, path: str) -> None:
                 writer.writerow([i, j, f"{x:.2f}", f"{y:.2f}", fmt(pc, 3), *per_face])
 
 
+_TABLE_HELP = "the table of faces: .parquet, .csv or .jsonl (columns in docs/FORMATS.md)"
+_IMAGE_OUT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _split_model(inputs: list[str], model: str) -> tuple[str, list[str]]:
+    """The old form ``predict MODEL PHOTO``: a first argument that is a checkpoint folder or a shipped
+    model name (and not a photo, folder of photos or pattern) is the model."""
+    from .models.checkpoint import CONFIG_FILE
+    from .models.hub import shipped_names
+
+    if len(inputs) < 2:
+        return model, inputs
+    first = Path(inputs[0]).expanduser()
+    if (first / CONFIG_FILE).is_file() or (not first.exists() and inputs[0] in shipped_names()):
+        return inputs[0], inputs[1:]
+    return model, inputs
+
+
+def _is_one_photo(inputs: list[str]) -> bool:
+    from .live.batch import LIST_EXTENSIONS, is_video
+
+    if len(inputs) != 1:
+        return False
+    path = Path(inputs[0])
+    return not path.is_dir() and path.suffix.lower() not in LIST_EXTENSIONS and not is_video(path) and \
+        not (any(c in inputs[0] for c in "*?[") and not path.exists())
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    model, inputs = _split_model(args.inputs, args.model)
+    table = args.out
+    if table and Path(table).suffix.lower() in _IMAGE_OUT and _is_one_photo(inputs):
+        args.overlay, table = args.overlay or table, None  # --out was once the name of --overlay
+    if table is None and _is_one_photo(inputs):
+        return _predict_one_photo(args, model, inputs[0])
+    if table is None:
+        print(f"error: {len(inputs)} inputs (or a folder, pattern, list or video) need --out TABLE, e.g. "
+              f"--out faces.parquet ({_TABLE_HELP})", file=sys.stderr)
+        return 2
+    one_photo_flags = [f for f, v in (("--json", args.json), ("--csv", args.csv), ("--overlay", args.overlay)) if v]
+    if one_photo_flags:
+        print(f"error: {', '.join(one_photo_flags)} describe one photo; with --out TABLE every face is a row "
+              f"of the table (drop {', '.join(one_photo_flags)})", file=sys.stderr)
+        return 2
+    from .console import progress_enabled
+    from .live.batch import BatchOptions, run_batch
+
+    options = BatchOptions(min_score=args.min_score, min_confidence=args.min_confidence,
+                           whole_image=args.whole_image)
+    s = run_batch(inputs, table, model=_model_argument(model), workers=args.workers, engine=args.engine,
+                  options=options, chunk_size=args.chunk_size, progress=progress_enabled(),
+                  overwrite=args.overwrite)
+    done_before = f", {s['skipped_inputs']} done by an earlier run" if s["skipped_inputs"] else ""
+    speed = f", {s['images_per_s']:.1f} inputs/s" if s["images_per_s"] else ""
+    print(f"{s['inputs']} inputs{done_before}: {s['faces']} faces ({s['low_confidence']} below min confidence), "
+          f"{s['no_face']} with no face, {s['unreadable']} unreadable, {s['error']} errors "
+          f"({s['engine']} engine, {s['workers']} worker{'s' if s['workers'] != 1 else ''}{speed})")
+    print(f"table: {s['out']} ({s['rows']} rows)")
+    if s["not_inputs"]:
+        print(s["not_inputs"])
+    return 0
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    from .console import progress_enabled
+    from .live.align import align_inputs
+
+    model, inputs = _split_model(args.inputs, args.model)
+    s = align_inputs(inputs, args.out, model=_model_argument(model), size=args.size,
+                     min_confidence=args.min_confidence, progress=progress_enabled(), fmt=args.format)
+    print(f"{s['crops']} aligned {args.size}x{args.size} crops from {s['inputs']} inputs -> {s['out']}/ "
+          f"(index: {s['index']})")
+    print(f"skipped: {s['low_confidence']} faces below confidence {args.min_confidence}, {s['no_face']} inputs "
+          f"with no face, {s['unreadable']} unreadable, {s['error']} errors")
+    return 0
+
+
+def _predict_one_photo(args: argparse.Namespace, model: str, image: str) -> int:
     import numpy as np
 
     from .errors import NoFaceFoundError
     from .live.predict import Predictor
 
-    if len(args.inputs) > 2:
-        print(f"error: predict takes [MODEL] PHOTO; got {len(args.inputs)} arguments: {args.inputs}", file=sys.stderr)
-        return 2
-    model, image = (args.inputs if len(args.inputs) == 2 else (args.model, args.inputs[0]))
     pred = Predictor.from_pretrained(_model_argument(model))
     try:
         faces = pred.predict(image, whole_image_if_no_face=args.whole_image)
@@ -281,7 +354,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.csv:
         _write_points_csv(faces, args.csv)
         print(f"points written to {args.csv}", file=sys.stderr)
-    overlay = args.overlay or args.out
+    overlay = args.overlay
     if overlay:
         from PIL import Image
 
@@ -304,6 +377,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .live.batch import DEFAULT_CHUNK as BATCH_CHUNK  # light: numpy only
     from .live.smoothing import OneEuroParams as OneEuroDefaults  # light: numpy only
 
     p = argparse.ArgumentParser(prog="kpcore", description="Facial keypoint detection: data, training, evaluation.")
@@ -413,18 +487,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--private", action="store_true")
     s.set_defaults(func=_cmd_push)
 
-    s = sub.add_parser("predict", help="find faces in a photo: one line per face (box, score, confidence, pose)")
-    s.add_argument("inputs", nargs="+", metavar="[MODEL] PHOTO",
-                   help="the photo; an optional checkpoint folder, shipped name or Hub id before it")
+    s = sub.add_parser("predict", help="faces and points of one photo (printed), or of many photos, folders and "
+                                       "videos (a table: --out faces.parquet)")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="photos, folders (searched recursively), globs ('photos/**/*.jpg'), .txt lists of paths, "
+                        "videos (tracked frame by frame); an optional checkpoint folder or shipped name first")
+    s.add_argument("--out", metavar="TABLE", help=_TABLE_HELP + "; needed for more than one photo. Resumable: "
+                   "re-run the same command after an interruption to finish it")
     s.add_argument("--model", default=DEFAULT_PREDICT_MODEL,
                    help=f"checkpoint folder, shipped name or Hub repo id (default: {DEFAULT_PREDICT_MODEL})")
-    s.add_argument("--json", metavar="OUT", help="write the faces as compact JSON here ('-': to stdout)")
-    s.add_argument("--csv", metavar="OUT", help="write one row per point here")
-    s.add_argument("--overlay", metavar="OUT.png", help="write the photo with the points, boxes and pose drawn")
-    s.add_argument("--out", help=argparse.SUPPRESS)  # the old name of --overlay
+    s.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine (local) or actors (ray), the cores split between them")
+    s.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local processes, or Ray Data (a cluster in $RAY_ADDRESS, else a local Ray)")
+    s.add_argument("--min-confidence", type=float, metavar="C",
+                   help="mark faces whose keypoint confidence is below C (0..1) as status low_confidence")
+    s.add_argument("--min-score", type=float, metavar="S", help="face detector score threshold (0..1)")
+    s.add_argument("--chunk-size", type=int, default=BATCH_CHUNK,
+                   help="inputs per chunk written to <out>.parts/ (a kill loses at most the chunks in flight)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start the table afresh (default: keep its rows and add the inputs it lacks)")
+    s.add_argument("--json", metavar="OUT", help="one photo: write the faces as compact JSON here ('-': to stdout)")
+    s.add_argument("--csv", metavar="OUT", help="one photo: write one row per point here")
+    s.add_argument("--overlay", metavar="OUT.png", help="one photo: write it with the points, boxes and pose drawn")
     s.add_argument("--whole-image", action="store_true",
                    help="if no face is found, place the points on the whole image instead of failing")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("align", help="FFHQ-style aligned face crops (eyes and mouth of the 68 points) and an "
+                                     "index table")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, folders, globs or .txt lists (as predict)")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for the crops (PNG) and index.parquet")
+    s.add_argument("--size", type=int, default=1024, help="side of the square crops in pixels (default 1024)")
+    s.add_argument("--min-confidence", type=float, default=0.5, metavar="C",
+                   help="skip faces whose keypoint confidence is below C (default 0.5)")
+    s.add_argument("--model", default=DEFAULT_PREDICT_MODEL, help="a 68-point checkpoint (default: %(default)s)")
+    s.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet",
+                   help="the index table's format (default parquet)")
+    s.set_defaults(func=_cmd_align)
     return p
 
 

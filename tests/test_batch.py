@@ -1,0 +1,290 @@
+"""``kpcore predict INPUT... --out TABLE``: inputs, the table, its formats, resume after SIGKILL,
+workers and the Ray engine (kpcore/live/batch.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from PIL import Image
+
+from kpcore.cli import main as cli_main
+from kpcore.live.batch import (
+    METADATA_KEY,
+    BatchOptions,
+    InputError,
+    expand_inputs,
+    read_table,
+    run_batch,
+    table_schema,
+    write_table,
+)
+
+from .conftest import DATA_ROOT, REPO
+
+EXAMPLES = REPO / "webapp" / "examples"
+HELEN = DATA_ROOT / "ibug_300W_subset" / "helen" / "testset"
+MODEL = "face68-300w"
+CLIP_FRAMES = 6
+POINT_TOLERANCE = 1e-3
+"""Engines and worker counts may run onnxruntime with other thread counts: same points within 0.001 px."""
+
+
+def _helen(n: int) -> list[Path]:
+    return sorted(HELEN.glob("*.jpg"))[:n] if HELEN.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A folder of mixed inputs: photos (one nested), a bad file, a face-less image, a video, a list."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "nested" / "deeper").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "astronaut.jpg", root / "astronaut.jpg")
+    shutil.copy(EXAMPLES / "group.jpg", root / "nested" / "deeper" / "group.jpg")
+    for p in _helen(2):
+        shutil.copy(p, root / p.name)
+    (root / "notes.jpg").write_text("not a photo")
+    Image.new("RGB", (160, 120), (40, 120, 200)).save(root / "sky.png")
+    (root / "labels.pts").write_text("version: 1\n")  # not a photo: a folder skips it (and says so)
+    face = np.asarray(Image.open(EXAMPLES / "astronaut.jpg").convert("RGB").resize((200, 200)))
+    writer = cv2.VideoWriter(str(root / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, (320, 240))
+    for i in range(CLIP_FRAMES):
+        frame = np.zeros((240, 320, 3), np.uint8)
+        frame[20:220, 40 + 5 * i:240 + 5 * i] = face
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_table(inputs: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "faces.parquet"
+    summary = run_batch([inputs], out, model=MODEL, workers=1, chunk_size=3)
+    return summary, read_table(out), out
+
+
+def _sorted_frame(table: pa.Table):
+    return table.to_pandas().sort_values(["source", "frame", "face"], na_position="first").reset_index(drop=True)
+
+
+def assert_same_table(a: pa.Table, b: pa.Table) -> None:
+    """Equal after sorting by source, frame, face: strings exactly, numbers within POINT_TOLERANCE."""
+    assert a.schema.remove_metadata().equals(b.schema.remove_metadata())
+    da, db = _sorted_frame(a), _sorted_frame(b)
+    assert len(da) == len(db)
+    for name in ("source", "status", "error"):
+        assert da[name].tolist() == db[name].tolist(), name
+    numbers = da.select_dtypes("number").columns
+    np.testing.assert_allclose(da[numbers].to_numpy(float), db[numbers].to_numpy(float), atol=POINT_TOLERANCE,
+                               rtol=0, equal_nan=True)
+
+
+# ------------------------------------------------------------------ inputs
+def test_expand_inputs_folders_globs_lists_and_videos(inputs: Path, tmp_path: Path) -> None:
+    found = expand_inputs([inputs])
+    names = [Path(s).name for s in found.sources]
+    assert sorted(names) == sorted(["astronaut.jpg", "group.jpg", "notes.jpg", "sky.png", "clip.mp4",
+                                    *(p.name for p in _helen(2))])
+    assert all(Path(s).is_absolute() for s in found.sources)
+    assert found.skipped == {".pts": 1} and "1 .pts" in found.describe_skipped()
+
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# photos\n\n{inputs / 'astronaut.jpg'}\nmissing.jpg\n")
+    found = expand_inputs([str(inputs / "**" / "*.jpg"), listing, inputs / "astronaut.jpg"])
+    jpgs = sorted(p.as_posix() for p in inputs.rglob("*.jpg"))
+    assert found.sources[:len(jpgs)] == jpgs  # the glob's matches, in order, then the list's new entry
+    assert found.sources.count((inputs / "astronaut.jpg").as_posix()) == 1  # named three times, listed once
+    assert (tmp_path / "missing.jpg").as_posix() in found.sources  # relative to the list; becomes a row
+
+
+@pytest.mark.parametrize("args, match", [
+    (["no/such/photo.jpg"], "is not a file, folder or pattern"),
+    (["no/such/*.jpg"], "matches no file"),
+])
+def test_expand_inputs_names_what_is_wrong(args: list[str], match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        expand_inputs(args)
+
+
+def test_an_empty_list_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(InputError, match="names no path"):
+        expand_inputs([tmp_path / "empty.txt"])
+
+
+# ------------------------------------------------------------------ the table
+def test_every_input_has_rows_with_its_reason(local_table, inputs: Path) -> None:
+    summary, table, out = local_table
+    df = table.to_pandas()
+    assert table.schema.remove_metadata().equals(table_schema(68))
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    assert meta["model"] == MODEL and meta["num_points"] == 68
+    by_name = {Path(s).name: g for s, g in df.groupby("source")}
+    assert set(by_name) == {Path(s).name for s in expand_inputs([inputs]).sources}  # nothing dropped
+    bad = by_name["notes.jpg"]
+    assert bad["status"].tolist() == ["unreadable"] and "not an image" in bad["error"].iloc[0]
+    sky = by_name["sky.png"]
+    assert sky["status"].tolist() == ["no_face"] and sky["image_width"].iloc[0] == 160
+    assert sky["face"].isna().all() and sky["x0"].isna().all()
+    group = by_name["group.jpg"]
+    assert len(group) >= 5 and (group["status"] == "ok").all() and group["frame"].isna().all()
+    areas = (group["box_w"] * group["box_h"]).to_numpy()
+    assert group["face"].tolist() == list(range(len(group))) and (np.diff(areas) <= 0).all()  # largest first
+    clip = by_name["clip.mp4"]
+    assert clip["frame"].tolist() == list(range(CLIP_FRAMES)) and (clip["status"] == "ok").all()
+    assert clip["confidence"].between(0, 1).all() and clip["det_score"].isna().all()
+    ok = df[df["status"] == "ok"]
+    assert ok["error"].isna().all() and ok[["yaw", "pitch", "roll", "confidence"]].notna().all().all()
+    assert summary["faces"] == len(ok) and summary["unreadable"] == 1 and summary["inputs"] == len(by_name)
+    assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_photo_rows_match_the_predictor(local_table, inputs: Path) -> None:
+    from kpcore.live.predict import Predictor
+
+    faces = Predictor.from_pretrained(MODEL).predict(inputs / "astronaut.jpg")
+    row = _sorted_frame(local_table[1]).query("source.str.endswith('astronaut.jpg')").iloc[0]
+    best = max(faces, key=lambda f: f.box[2] * f.box[3])
+    xy = np.stack([row[[f"x{k}" for k in range(68)]].to_numpy(float), row[[f"y{k}" for k in range(68)]]
+                   .to_numpy(float)], axis=1)
+    np.testing.assert_allclose(xy, best.points, atol=POINT_TOLERANCE)
+    assert row["confidence"] == pytest.approx(best.confidence, abs=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_each_format_reads_back_the_same_table(local_table, tmp_path: Path, suffix: str) -> None:
+    table = local_table[1]
+    path = write_table(table, tmp_path / f"faces{suffix}")
+    assert_same_table(read_table(path), table)
+
+
+def test_min_confidence_marks_faces_without_dropping_them(inputs: Path, tmp_path: Path) -> None:
+    strict = run_batch([inputs / "nested"], tmp_path / "t.parquet", model=MODEL,
+                       options=BatchOptions(min_confidence=0.999))
+    df = read_table(tmp_path / "t.parquet").to_pandas()
+    assert (df["status"] == "low_confidence").all() and df["error"].str.contains("below min_confidence").all()
+    assert strict["faces"] == len(df) == strict["low_confidence"]
+
+
+def test_the_unknown_format_is_refused_before_any_work(inputs: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="use one of .*parquet"):
+        run_batch([inputs], tmp_path / "faces.xlsx", model=MODEL)
+
+
+# ------------------------------------------------------------------ engines
+def test_two_workers_give_the_table_of_one(local_table, inputs: Path, tmp_path: Path) -> None:
+    summary = run_batch([inputs], tmp_path / "w2.parquet", model=MODEL, workers=2, chunk_size=2)
+    assert summary["workers"] == 2
+    assert_same_table(read_table(tmp_path / "w2.parquet"), local_table[1])
+
+
+def test_ray_engine_gives_the_table_of_the_local_engine(local_table, inputs: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="Ray Data is the [ray] extra")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_batch([inputs], tmp_path / "ray.parquet", model=MODEL, workers=2, engine="ray", chunk_size=2)
+    finally:
+        ray.shutdown()
+    assert summary["engine"] == "ray"
+    assert_same_table(read_table(tmp_path / "ray.parquet"), local_table[1])
+
+
+# ------------------------------------------------------------------ resume
+def _photos(tmp_path: Path, n: int) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = [*sorted(EXAMPLES.glob("*.jpg")), *_helen(n)]
+    for i, p in enumerate(sources[:n]):
+        shutil.copy(p, folder / f"{i:02d}_{p.name}")
+    return folder
+
+
+def test_a_sigkilled_run_resumes_without_losing_or_repeating_a_face(tmp_path: Path) -> None:
+    if len(_helen(9)) < 9:
+        pytest.skip(f"needs helen/testset under {DATA_ROOT}")
+    folder = _photos(tmp_path, 12)
+    out = tmp_path / "faces.parquet"
+    parts = tmp_path / "faces.parquet.parts"
+    cmd = [sys.executable, "-m", "kpcore", "predict", str(folder), "--out", str(out), "--chunk-size", "2"]
+    env = {**os.environ, "KPCORE_PROGRESS": "0"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(parts.glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the run finished before it was killed; the test needs more photos"
+    partial = read_table(parts)  # the rows so far are readable after the kill
+    assert 0 < len(set(partial.column("source").to_pylist())) < 12
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "done by an earlier run" in rerun.stdout
+    resumed = read_table(out)
+    reference = tmp_path / "reference.parquet"
+    run_batch([folder], reference, model=MODEL)
+    keys = resumed.to_pandas()[["source", "frame", "face"]]
+    assert not keys.duplicated().any()
+    assert_same_table(resumed, read_table(reference))  # zero faces lost, none repeated
+    assert not parts.exists()
+
+
+def test_a_finished_table_is_kept_and_only_new_inputs_run(local_table, inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "faces.parquet"
+    shutil.copy(local_table[2], out)
+    extra = tmp_path / "new"
+    extra.mkdir()
+    shutil.copy(EXAMPLES / "cameraman.jpg", extra / "cameraman.jpg")
+    summary = run_batch([inputs, extra], out, model=MODEL)
+    assert summary["skipped_inputs"] == local_table[0]["inputs"] and summary["inputs"] == summary["skipped_inputs"] + 1
+    table = read_table(out)
+    new = table.filter(pc.equal(table.column("source"), (extra / "cameraman.jpg").as_posix()))
+    assert len(new) >= 1 and len(table) == len(local_table[1]) + len(new)
+
+
+def test_a_different_model_does_not_mix_into_unfinished_parts(tmp_path: Path, inputs: Path) -> None:
+    out = tmp_path / "faces.parquet"
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir()
+    (parts / "run.json").write_text(json.dumps({"model": "other", "num_points": 68, "options": {}}))
+    with pytest.raises(InputError, match="unfinished run made with other settings.*--overwrite"):
+        run_batch([inputs / "astronaut.jpg"], out, model=MODEL)
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_several_inputs_need_out(inputs: Path, capsys) -> None:
+    code = cli_main(["predict", str(inputs / "astronaut.jpg"), str(inputs / "sky.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "need --out TABLE" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_writes_the_table_and_says_what_it_found(inputs: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "faces.csv"
+    code = cli_main(["predict", str(inputs / "nested"), str(inputs / "sky.png"), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "2 inputs" in text and "1 with no face" in text and f"table: {out}" in text
+    assert read_table(out).column("status").to_pylist().count("no_face") == 1
+
+
+def test_cli_one_photo_keeps_its_printed_summary(inputs: Path, capsys) -> None:
+    assert cli_main(["predict", MODEL, str(inputs / "astronaut.jpg")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("astronaut.jpg: 512x512, 1 face, 68 points each") and "face 1: box" in out
+
+
+def test_batch_and_align_import_no_torch() -> None:
+    code = "import sys, kpcore.live.batch, kpcore.live.align; print(sorted(m for m in sys.modules if m.split('.')[0] " \
+           "in ('torch', 'torchvision', 'timm', 'ray')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
