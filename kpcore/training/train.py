@@ -10,7 +10,11 @@ atomically and in this order, ``best/`` (if the validation NME improved),
 ``last/`` (weights, optimiser, scheduler, epoch, history, RNG states) and
 ``metrics.csv`` (rewritten from the history in ``last/``). A run killed at any
 moment resumes with ``--resume`` from ``last/``, losing at most the epoch in
-progress.
+progress; a kill in the middle of the swap of ``last/`` is repaired from the
+copy it leaves (:func:`kpcore.models.checkpoint.recover_interrupted_save`).
+``last/`` also holds the state of the generator that orders the training data
+(and the Python, NumPy and torch RNGs), so a resumed run gives the weights of an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -39,7 +43,13 @@ from ..errors import ConfigError
 from ..evaluation.metrics import nme as nme_fn
 from ..evaluation.metrics import px_error as px_fn
 from ..models import create_model
-from ..models.checkpoint import atomic_write_text, build_config, save_checkpoint
+from ..models.checkpoint import (
+    atomic_write_text,
+    build_config,
+    load_weights,
+    recover_interrupted_save,
+    save_checkpoint,
+)
 from ..paths import RUNS_DIR
 from .config import TrainConfig, load_job, save_yaml
 from .losses import create_loss, pixel_scale
@@ -101,18 +111,39 @@ def _mixed_precision(cfg: TrainConfig) -> str:
     return "bf16" if cpu_has_fast_bf16() else "no"
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _rng_state(data_order: torch.Generator | None = None) -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if data_order is not None:
+        state["data_order"] = data_order.get_state()
+    return state
 
 
-def _set_rng_state(s: dict) -> None:
+def _set_rng_state(s: dict, data_order: torch.Generator | None = None) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    if data_order is not None and "data_order" in s:  # runs saved before it was kept restart the order
+        data_order.set_state(s["data_order"])
+
+
+def _saved_epoch(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "last" / "config.json").read_text())["metrics"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite a run unless asked; make the folder."""
+    """Repair an interrupted checkpoint swap (logged), refuse to overwrite a run unless asked, make the folder."""
+    for name in ("last", "best"):
+        copy = recover_interrupted_save(run_dir / name)
+        if copy is not None:
+            _log(run_dir, f"put back {name}/ from {copy.name}, which a save interrupted between its two renames "
+                          f"left behind")
     exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
         if not (run_dir / "last" / STATE_FILE).exists():
@@ -120,7 +151,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
                               f"start a new run without --resume")
         return
     if exists and not force:
-        raise ConfigError(f"run folder {run_dir} already exists; pass --resume to continue it or --force "
+        epoch = _saved_epoch(run_dir)
+        held = f" and holds a checkpoint of epoch {epoch}" if epoch is not None else ""
+        raise ConfigError(f"run folder {run_dir} already exists{held}; pass --resume to continue it or --force "
                           f"to overwrite it (or --out to choose another folder)")
     if exists and force:
         shutil.rmtree(run_dir)
@@ -140,11 +173,17 @@ def train_from_job(job: str | Path, data_root=None, out=None, epochs: int | None
     return train(cfg, run_dir, resume=resume, force=force)
 
 
-def _make_loader(ds, batch, shuffle, workers, seed, drop_last=False):
+def _make_loader(ds, batch, shuffle, workers, seed, drop_last=False, persistent=True):
+    """A loader whose order (and workers' seeds) come from its own generator, ``loader.generator``.
+
+    A loader that is not ``persistent`` starts its workers each epoch with seeds drawn
+    from that generator, so that saving the generator's state is enough to resume the
+    data order and the augmentation of an interrupted run exactly.
+    """
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=workers, generator=g,
-                      persistent_workers=workers > 0, drop_last=drop_last,
+                      persistent_workers=persistent and workers > 0, drop_last=drop_last,
                       pin_memory=torch.cuda.is_available())
 
 
@@ -200,7 +239,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
     # a last partial batch can be of size 1, which BatchNorm cannot train on; shuffling
     # means every sample is still seen
     drop_last = len(train_ds) > cfg.optim.batch_size
-    train_loader = _make_loader(train_ds, per_device, True, workers, cfg.seed, drop_last)
+    train_loader = _make_loader(train_ds, per_device, True, workers, cfg.seed, drop_last, persistent=False)
+    data_order = train_loader.generator  # kept by accelerator.prepare; saved in last/
     val_loader = _make_loader(val_ds, per_device, False, workers, cfg.seed)
 
     model = build_model(cfg, facts.num_points)
@@ -216,7 +256,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
 
     state = RunState(history=[])
     if resume:
-        state = _load_last(run_dir, model, optimizer, scheduler)
+        state = _load_last(run_dir, model, optimizer, scheduler, data_order)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model  # the bare model: what is saved
@@ -269,7 +309,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
         if main:
             if improved:
                 _save_best(run_dir, net, cfg, facts, row, val, val_ds)
-            _save_last(run_dir, net, optimizer, scheduler, state, cfg, facts)
+            _save_last(run_dir, net, optimizer, scheduler, state, cfg, facts, data_order)
             _write_metrics(run_dir, state.history)
             _log(run_dir, f"epoch {epoch}: train_loss {train_loss:.5g} val_loss {val['loss']:.5g} "
                           f"val_nme {val['nme']:.4f} val_px {val['px_error']:.2f} ({row['seconds']:.1f}s)"
@@ -418,24 +458,30 @@ def _save_best(run_dir: Path, model, cfg, facts, row: dict, val: dict, ds) -> No
     atomic_write_text(run_dir / "val_predictions.csv", predictions_frame(ds, val).to_csv(index=False))
 
 
-def _save_last(run_dir: Path, model, optimizer, scheduler, state: RunState, cfg, facts) -> None:
+def _save_last(run_dir: Path, model, optimizer, scheduler, state: RunState, cfg, facts,
+               data_order: torch.Generator | None = None) -> None:
     buf = io.BytesIO()
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "run": state.__dict__, "rng": _rng_state()}, buf)
+                "run": state.__dict__, "rng": _rng_state(data_order)}, buf)
     metrics = {"epoch": state.epoch, "best_val_nme": state.best_nme}
     save_checkpoint(run_dir / "last", model, _checkpoint_config(model, cfg, facts, metrics),
                     extra_files={STATE_FILE: buf.getvalue()})
 
 
-def _load_last(run_dir: Path, model, optimizer, scheduler) -> RunState:
-    from safetensors.torch import load_file
+def _load_last(run_dir: Path, model, optimizer, scheduler, data_order: torch.Generator | None = None) -> RunState:
+    """Restore weights, optimiser, scheduler, RNGs (and the data order's generator) from ``last/``."""
+    from ..errors import CheckpointError
 
     last = run_dir / "last"
-    model.load_state_dict(load_file(str(last / "model.safetensors")))
-    blob = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+    model.load_state_dict(load_weights(last / "model.safetensors"))
+    try:
+        blob = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:  # truncated or not a torch file
+        raise CheckpointError(f"{last / STATE_FILE} cannot be read ({str(e)[:200]}); resume from another copy "
+                              f"of the run, or start again with --force") from e
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
-    _set_rng_state(blob["rng"])
+    _set_rng_state(blob["rng"], data_order)
     return RunState(**blob["run"])
 
 
