@@ -275,7 +275,8 @@ def test_page_download_bytes_read_back_as_a_batch_table(collection) -> None:
     assert np.allclose(tr.points(tr.read_table(csv, name="kept.csv")), tr.points(kept))
 
 
-def test_page_refuses_a_path_outside_the_folder_and_reads_an_upload(collection) -> None:
+def test_page_refuses_a_path_outside_the_folder_and_reads_an_upload(collection, monkeypatch) -> None:
+    monkeypatch.setenv("KPCORE_DATA", str(collection["tmp"] / "elsewhere"))
     at = open_triage()
     at.text_input(key="triage_path").input("../data/photos/a.pts").run()
     assert "outside the batch folder" in at.error[0].value and not at.metric
@@ -285,7 +286,20 @@ def test_page_refuses_a_path_outside_the_folder_and_reads_an_upload(collection) 
     upload = write_table(collection["df"], collection["tmp"] / "up.jsonl")
     at.file_uploader(key="triage_upload").set_value(("up.jsonl", upload.read_bytes(), "application/json")).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert metrics(at)["faces"] == "7" and metrics(at)["labelled faces"] == "2"
+    # The upload names photos outside the batch folder and the data root: counted, never read.
+    assert metrics(at)["faces"] == "7" and "labelled faces" not in metrics(at)
+    assert "7 photo(s) are not on this machine" in "\n".join(c.value for c in at.caption)
+
+
+def test_an_uploaded_table_reads_photos_and_labels_under_the_data_root(collection, monkeypatch) -> None:
+    monkeypatch.setenv("KPCORE_DATA", str(collection["tmp"] / "data"))
+    at = open_triage()
+    at.radio(key="triage_mode").set_value("upload").run()
+    upload = write_table(collection["df"], collection["tmp"] / "up.csv")
+    at.file_uploader(key="triage_upload").set_value(("up.csv", upload.read_bytes(), "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert metrics(at)["labelled faces"] == "2"
+    assert "2 photo(s) are not on this machine" in "\n".join(c.value for c in at.caption)  # the video
 
 
 def test_page_with_no_tables_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,11 +78,28 @@ def table_bytes(rows: pd.DataFrame, meta: dict) -> tuple[bytes, bytes]:
 
 
 # ------------------------------------------------------------------- images
-def read_frame(source: str, frame: int | None) -> tuple[np.ndarray, tuple[int, int]] | None:
+def upload_roots() -> tuple[Path, ...]:
+    """Where the photos of an *uploaded* table may be read: the batch folder and the data root
+    (``$KPCORE_DATA``). An upload names any path it likes; the server shows only what it serves anyway."""
+    data = os.environ.get("KPCORE_DATA") or "./data"
+    return tuple(dict.fromkeys((batch_dir(), Path(data).expanduser().resolve())))
+
+
+def is_under(source: str, roots: tuple[Path, ...] | None) -> bool:
+    """Whether ``source`` lies inside one of ``roots`` (links followed); any path when ``roots`` is None."""
+    if roots is None:
+        return True
+    path = Path(source).resolve()
+    return any(path.is_relative_to(r) for r in roots)
+
+
+def read_frame(source: str, frame: int | None,
+               roots: tuple[Path, ...] | None = None) -> tuple[np.ndarray, tuple[int, int]] | None:
     """The photo (EXIF-oriented, as predict read it) or the video frame of a row, and the
-    ``(width, height)`` its points are in; None when the file is not on this machine or unreadable."""
+    ``(width, height)`` its points are in; None when the file is not on this machine, not inside
+    ``roots`` (when given), or unreadable."""
     path = Path(source)
-    if not path.is_file():
+    if not path.is_file() or not is_under(source, roots):
         return None
     if frame is None or pd.isna(frame):
         from kpcore.data.imageio import load_image_with_info

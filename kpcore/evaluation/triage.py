@@ -149,7 +149,7 @@ def counts(df: pd.DataFrame) -> dict[str, int]:
 
 def reasons(df: pd.DataFrame) -> pd.DataFrame:
     """Rows without a face grouped by status and reason: ``status, reason, rows, example``."""
-    rest = df[~df["status"].isin(FACE_STATUSES)]
+    rest = df.loc[~df["status"].isin(FACE_STATUSES), ["source", "status", "error"]]
     if rest.empty:
         return pd.DataFrame(columns=["status", "reason", "rows", "example"])
     rest = rest.assign(reason=rest["error"].fillna("").astype(str))

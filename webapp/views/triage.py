@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +46,26 @@ def _table_uploaded(digest: str, name: str, _data: bytes) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner="Looking for labels beside the photos…", max_entries=4)
-def _labels(token: str, _df: pd.DataFrame) -> tr.LabelMatch:
-    return tr.match_labels(_df)
+def _labels(token: str, roots: tuple[str, ...] | None, _df: pd.DataFrame) -> tr.LabelMatch:
+    folders = None if roots is None else tuple(Path(r) for r in roots)
+    allowed = [triage.is_under(s, folders) for s in _df["source"].astype(str)]
+    match = tr.match_labels(_df[allowed])
+    match.nme = match.nme.reindex(_df.index)
+    return match
 
 
-def choose_table() -> tuple[pd.DataFrame, str, str] | None:
-    """The table the user picked: ``(table, its name, a cache token)``, or None (with a message)."""
+@dataclass
+class Opened:
+    """A table the user picked."""
+
+    df: pd.DataFrame
+    name: str
+    token: str  # changes when the table does (cache key)
+    roots: tuple[Path, ...] | None  # where its photos and labels may be read (None: anywhere)
+
+
+def choose_table() -> Opened | None:
+    """The table the user picked, or None (with a message)."""
     root = triage.batch_dir()
     mode = st.radio("Open a table from", [FOLDER, UPLOAD], horizontal=True, key="triage_mode")
     try:
@@ -62,7 +77,10 @@ def choose_table() -> tuple[pd.DataFrame, str, str] | None:
                 return None
             data = upload.getvalue()
             digest = hashlib.sha1(data).hexdigest()
-            return _table_uploaded(digest, upload.name, data), upload.name, f"upload:{digest}"
+            roots = triage.upload_roots()
+            st.caption("An uploaded table's photos and labels are read only inside "
+                       + ", ".join(f"`{r}`" for r in roots) + "; elsewhere its points are drawn on a blank canvas.")
+            return Opened(_table_uploaded(digest, upload.name, data), upload.name, f"upload:{digest}", roots)
         tables = triage.list_tables(root)
         names = [str(p.relative_to(root)) for p in tables]
         c1, c2 = st.columns(2)
@@ -75,8 +93,8 @@ def choose_table() -> tuple[pd.DataFrame, str, str] | None:
             return None
         path = triage.resolve_under(root, typed if typed.strip() else picked)
         stat = path.stat()
-        return _table_at(str(path), stat.st_mtime_ns, stat.st_size), str(path.relative_to(root)), \
-            f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
+        return Opened(_table_at(str(path), stat.st_mtime_ns, stat.st_size), str(path.relative_to(root)),
+                      f"{path}:{stat.st_mtime_ns}:{stat.st_size}", None)
     except ValueError as e:  # TriageTableError, or a path refused by resolve_under
         st.error(str(e))
         return None
@@ -120,14 +138,14 @@ def face_filter(faces: pd.DataFrame) -> tr.FaceFilter:
     )
 
 
-def face_tile(row: pd.Series, k_points: int) -> tuple[np.ndarray, bool]:
+def face_tile(row: pd.Series, k_points: int, roots: tuple[Path, ...] | None) -> tuple[np.ndarray, bool]:
     """A close-up of one face with its points (low-confidence points hollow); points alone on a
-    blank canvas when its photo is not on this machine. Returns the tile and whether it is the photo."""
+    blank canvas when its photo cannot be read here. Returns the tile and whether it is the photo."""
     pts = tr.points(row.to_frame().T)[0]
     box = (float(row["box_x"]), float(row["box_y"]), float(row["box_w"]), float(row["box_h"]))
     pc = tr.point_confidence(row.to_frame().T)
     layout = W300_FACTS if k_points == W300_FACTS.num_points else None
-    found = triage.read_frame(str(row["source"]), row["frame"])
+    found = triage.read_frame(str(row["source"]), row["frame"], roots)
     if found is None:
         canvas, (moved,) = points_canvas(pts, size=CROP_SIDE)
         return draw_keypoints(canvas, moved, layout), False
@@ -138,7 +156,7 @@ def face_tile(row: pd.Series, k_points: int) -> tuple[np.ndarray, bool]:
     return face_crop(image, mark, layout, size=CROP_SIDE), True
 
 
-def show_lowest(faces: pd.DataFrame, nme: pd.Series | None) -> None:
+def show_lowest(faces: pd.DataFrame, nme: pd.Series | None, roots: tuple[Path, ...] | None) -> None:
     st.subheader("Least confident faces")
     n = st.slider("faces shown", 4, MAX_SHOWN, DEFAULT_SHOWN, step=4, key="triage_shown")
     lowest = tr.lowest_confidence(faces, n)
@@ -146,7 +164,7 @@ def show_lowest(faces: pd.DataFrame, nme: pd.Series | None) -> None:
     cols = st.columns(NCOLS)
     missing = 0
     for i, (index, row) in enumerate(lowest.iterrows()):
-        tile, on_disk = face_tile(row, k)
+        tile, on_disk = face_tile(row, k, roots)
         missing += not on_disk
         caption = f"#{i + 1} · {Path(str(row['source'])).name}"
         caption += "" if pd.isna(row["frame"]) else f" · frame {int(row['frame'])}"
@@ -157,7 +175,7 @@ def show_lowest(faces: pd.DataFrame, nme: pd.Series | None) -> None:
             st.image(tile, width="stretch", caption=caption)
     st.caption(":red[**●**] predicted point · :orange[**○**] point of low confidence (< "
                f"{LOW_CONFIDENCE:g}) · :orange[**▭**] face of low confidence · :blue[**▭**] detector box"
-               + (f"  \n{missing} photo(s) are not on this machine: their points are drawn on a blank canvas."
+               + (f"  \n{missing} photo(s) are not on this machine (or not readable here): their points are drawn on a blank canvas."
                   if missing else ""))
 
 
@@ -249,7 +267,7 @@ def main() -> None:
     chosen = choose_table()
     if chosen is None:
         return
-    df, name, token = chosen
+    df, name = chosen.df, chosen.name
     show_counts(df)
     faces = tr.faces(df)
     if faces.empty:
@@ -260,7 +278,7 @@ def main() -> None:
     match = None
     if st.checkbox(f"Compare with labels beside the photos ({tr.LABEL_SUFFIX} files)",
                    value=n_images <= MAX_AUTO_LABELS, key="triage_labels"):
-        match = _labels(token, df)
+        match = _labels(chosen.token, None if chosen.roots is None else tuple(map(str, chosen.roots)), df)
     nme = match.nme if match is not None and match.matched else None
 
     st.subheader("Filters")
@@ -278,7 +296,7 @@ def main() -> None:
     c1.plotly_chart(triage.pose_figure(kept), key="triage_fig_pose")
     c2.plotly_chart(triage.side_figure(kept[tr.SIDE]), key="triage_fig_side")
 
-    show_lowest(kept, nme)
+    show_lowest(kept, nme, chosen.roots)
     if match is not None:
         if match.matched:
             show_ranking(df, match)
