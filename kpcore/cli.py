@@ -164,7 +164,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 2
     if "models" in sections:
         run_bench(json_out=args.json, data_root=args.data_root, quick=args.quick, threads=args.threads)
-    if {"speed", "video", "mtfl"} & set(sections):
+    if {"speed", "video", "mtfl", "batch"} & set(sections):
         run_speed_bench(json_out=args.json, data_root=args.data_root, sections=sections,
                         threads=args.threads or 2, model=args.model, quick=args.quick)
     return 0
@@ -458,8 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sections", default="models,speed,video,mtfl",
                    help="comma-separated: models (accuracy, latency, training of every shipped model), speed "
                         "(ms/face PyTorch vs ONNX vs dlib, photo split, detection recall), video (kpcore track "
-                        "fps, jitter, NME), mtfl (the model and dlib on MTFL val, per head pose); rows of "
-                        "sections not run are kept")
+                        "fps, jitter, NME), mtfl (the model and dlib on MTFL val, per head pose), batch (photos/s of "
+                        "kpcore predict's engines vs dlib and MediaPipe on 1,000 photos); rows of sections not run "
+                        "are kept")
     s.add_argument("--model", help="checkpoint for the speed and video sections (default: checkpoints/face68-300w)")
     s.add_argument("--threads", type=int, help="CPU threads (default 2)")
     s.set_defaults(func=_cmd_bench)

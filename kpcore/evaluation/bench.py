@@ -465,7 +465,7 @@ def _predict_has_confidence() -> bool:
     return "confidence" in inspect.signature(Predictor.predict).parameters
 
 
-SECTIONS = ("models", "speed", "video", "mtfl")
+SECTIONS = ("models", "speed", "video", "mtfl", "batch")
 
 
 def mtfl_rows(folder: Path, data_root=None) -> list[dict]:
@@ -524,6 +524,10 @@ def run_speed_bench(json_out: str | Path | None = None, data_root=None, sections
         for r in mtfl_rows(folder, data_root):
             rows.append(r)
             _print_any(r)
+    if "batch" in sections:  # photos/s of the batch engines beside dlib and MediaPipe (batch_bench.py)
+        from .batch_bench import batch_rows
+
+        rows += batch_rows(data_root, model=str(folder), quick=quick)
     meta = {"machine": machine_description(), "torch": torch.__version__,
             "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     rows = [{**r, **meta} for r in rows]

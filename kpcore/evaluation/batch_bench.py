@@ -1,0 +1,262 @@
+"""``kpcore bench --sections batch``: photos per second of the batch engines beside dlib and MediaPipe.
+
+The same real photos for every method, in one run: 300-W's helen test set and
+AFW and MTFL photos (LFW and web halves) from the data root, 1,000 by default.
+Each method's time is the whole job a user runs, decoding included:
+
+* ``local``: :func:`kpcore.live.batch.run_batch` with 1 and 2 worker processes
+  (the cores split between them), model loading and process start included;
+* ``ray``: the same on Ray Data (``map_batches``) with 2 actors on a local Ray
+  started beforehand (``ray.init`` is not timed; actor start is);
+* ``dlib``: HOG face detector (no upsampling, its fastest setting) and the
+  68-point regression trees on every face, the FFHQ recipe's landmarks, one
+  process (dlib runs on one thread);
+* ``mediapipe``: Face Mesh, ``static_image_mode=True, max_num_faces=10``, in
+  the current interpreter when it has mediapipe, else in
+  ``$KPCORE_MEDIAPIPE_PYTHON`` (a Python whose environment has it: mediapipe
+  0.10.21 pins numpy 1.x), else skipped.
+
+dlib and MediaPipe decode with OpenCV and shrink photos above 2048 px on the
+longer side as kpcore's loader does. A ``resume`` row kills a 2-worker run
+with SIGKILL half-way, runs the same command again and counts the faces lost
+or repeated against the uninterrupted 1-worker table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..data.imageio import DEFAULT_MAX_SIDE
+
+BATCH_PHOTOS = 1000
+MEDIAPIPE_ENV = "KPCORE_MEDIAPIPE_PYTHON"
+"""A Python interpreter with mediapipe installed, for the MediaPipe row (optional)."""
+SOURCES = ("ibug_300W_subset/helen/testset", "ibug_300W_subset/afw", "mtfl/lfw_5590", "mtfl/net_7876")
+"""Photo folders under the data root: the 300-W ones whole, MTFL's two halves share the rest."""
+
+_PHOTO_LOOP = r"""
+import json, sys, time
+import cv2
+MAX_SIDE = {max_side}
+
+def load(path):
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        return None
+    h, w = bgr.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        f = MAX_SIDE / max(h, w)
+        bgr = cv2.resize(bgr, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+paths = json.load(open(sys.argv[1]))
+"""
+
+_MEDIAPIPE = _PHOTO_LOOP + r"""
+import mediapipe as mp
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=10)
+faces = found = 0
+t0 = time.perf_counter()
+for p in paths:
+    rgb = load(p)
+    if rgb is None:
+        continue
+    result = mesh.process(rgb)
+    n = len(result.multi_face_landmarks or [])
+    faces += n
+    found += n > 0
+print(json.dumps({"seconds": time.perf_counter() - t0, "faces": faces, "photos_with_face": found,
+                  "version": mp.__version__}))
+"""
+
+_DLIB = _PHOTO_LOOP + r"""
+import dlib
+detector = dlib.get_frontal_face_detector()
+shape = dlib.shape_predictor(sys.argv[2])
+faces = found = 0
+t0 = time.perf_counter()
+for p in paths:
+    rgb = load(p)
+    if rgb is None:
+        continue
+    boxes = detector(rgb, 0)
+    for box in boxes:
+        pts = [(q.x, q.y) for q in shape(rgb, box).parts()]
+    faces += len(boxes)
+    found += len(boxes) > 0
+print(json.dumps({"seconds": time.perf_counter() - t0, "faces": faces, "photos_with_face": found,
+                  "version": dlib.__version__}))
+"""
+
+
+def batch_photos(data_root=None, n: int = BATCH_PHOTOS) -> list[Path]:
+    """``n`` real photos: helen/testset and AFW whole, then MTFL's two halves in equal shares (sorted)."""
+    from ..data import resolve_data_root
+
+    root = resolve_data_root(data_root)
+    found = [sorted(p for p in (root / folder).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+             for folder in SOURCES]
+    out = [p for files in found[:2] for p in files][:n]
+    rest = n - len(out)
+    out += found[2][:rest // 2]
+    out += found[3][:n - len(out)]
+    return out
+
+
+def _helper_python(module: str, env: str | None) -> str | None:
+    """This interpreter when it can import ``module``, else the one named in ``$env``, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return sys.executable
+    other = os.environ.get(env) if env else None
+    return other if other and Path(other).is_file() else None
+
+
+def _run_loop(python: str, script: str, photos_json: Path, *args: str) -> dict:
+    code = script.replace("{max_side}", str(DEFAULT_MAX_SIDE))
+    result = subprocess.run([python, "-c", code, str(photos_json), *args], capture_output=True, text=True,
+                            timeout=3600)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _row(method: str, photos: int, seconds: float, faces: int, **extra) -> dict:
+    return {"section": "batch", "method": method, "photos": photos, "faces": faces, "seconds": round(seconds, 2),
+            "photos_per_s": round(photos / seconds, 2), **extra}
+
+
+def batch_rows(data_root=None, model: str = "face68-300w", quick: bool = False) -> list[dict]:
+    """The batch section's rows (see the module docstring); ``quick`` uses 100 photos."""
+    from ..live.batch import available_cores, read_table, run_batch
+    from .reference import DlibLandmarks
+
+    photos = batch_photos(data_root, 100 if quick else BATCH_PHOTOS)
+    if not photos:
+        print("batch section skipped: no 300-W or MTFL photos under the data root")
+        return []
+    cores = available_cores()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="kpcore-batch-bench-") as tmp:
+        tmp = Path(tmp)
+        listing = tmp / "photos.txt"
+        listing.write_text("\n".join(str(p) for p in photos) + "\n")
+        (tmp / "photos.json").write_text(json.dumps([str(p) for p in photos]))
+        tables = {}
+        for workers in (1, 2):
+            out = tmp / f"local{workers}.parquet"
+            s = run_batch([listing], out, model=model, workers=workers)
+            tables[workers] = read_table(out)
+            rows.append(_row(f"kpcore local, {workers} worker{'s' if workers > 1 else ''}", s["inputs"],
+                             s["seconds"], s["faces"], engine="local", workers=workers,
+                             threads=max(1, cores // workers), no_face=s["no_face"], unreadable=s["unreadable"]))
+            print(rows[-1], flush=True)
+        rows += _ray_row(model, listing, tmp, tables[1], cores)
+        rows.append(_resume_row(listing, tmp, tables[1], model))
+        print(rows[-1], flush=True)
+        if DlibLandmarks.available():
+            r = _run_loop(sys.executable, _DLIB, tmp / "photos.json", str(DlibLandmarks().path))
+            rows.append(_row("dlib HOG + 68-point ERT", len(photos), r["seconds"], r["faces"], engine="dlib",
+                             workers=1, threads=1, upsample=0, photos_with_face=r["photos_with_face"],
+                             version=r["version"]))
+            print(rows[-1], flush=True)
+        else:
+            print("batch section: no dlib row (pip install dlib-bin; apt-get install libdlib-data)")
+        python = _helper_python("mediapipe", MEDIAPIPE_ENV)
+        if python:
+            r = _run_loop(python, _MEDIAPIPE, tmp / "photos.json")
+            rows.append(_row("MediaPipe Face Mesh", len(photos), r["seconds"], r["faces"], engine="mediapipe",
+                             workers=1, threads=None, photos_with_face=r["photos_with_face"],
+                             version=r["version"], python=python))
+            print(rows[-1], flush=True)
+        else:
+            print(f"batch section: no MediaPipe row (not importable here; set ${MEDIAPIPE_ENV} to a Python with "
+                  f"mediapipe)")
+    dlib = next((r for r in rows if r.get("engine") == "dlib"), None)
+    local = {r["workers"]: r for r in rows if r.get("engine") == "local"}
+    for r in rows:
+        if dlib and "photos_per_s" in r:
+            r["vs_dlib"] = round(r["photos_per_s"] / dlib["photos_per_s"], 2)
+        if r.get("engine") == "ray" and local:
+            best = max(local.values(), key=lambda x: x["photos_per_s"])
+            r["vs_local"] = round(r["photos_per_s"] / best["photos_per_s"], 2)
+    return rows
+
+
+def _ray_row(model: str, listing: Path, tmp: Path, reference, cores: int) -> list[dict]:
+    from ..live.batch import read_table, run_batch
+
+    try:
+        import ray
+    except ImportError:
+        print("batch section: no Ray row (pip install 'ray[data]')")
+        return []
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        out = tmp / "ray.parquet"
+        s = run_batch([listing], out, model=model, workers=2, engine="ray")
+    finally:
+        if started:
+            ray.shutdown()
+    diff = _max_point_diff(read_table(out), reference)
+    row = _row("kpcore Ray Data, 2 actors", s["inputs"], s["seconds"], s["faces"], engine="ray", workers=2,
+               threads=max(1, cores // 2), max_diff_vs_local_px=diff)
+    print(row, flush=True)
+    return [row]
+
+
+def _max_point_diff(a, b) -> float | None:
+    """Largest difference of any number between two tables sorted by source, frame, face (None: rows differ)."""
+    import numpy as np
+
+    da = a.to_pandas().sort_values(["source", "frame", "face"]).reset_index(drop=True)
+    db = b.to_pandas().sort_values(["source", "frame", "face"]).reset_index(drop=True)
+    if len(da) != len(db) or da["source"].tolist() != db["source"].tolist():
+        return None
+    cols = [c for c in da.columns if c[:1] in "xy" and c[1:].isdigit()]
+    return float(np.nanmax(np.abs(da[cols].to_numpy(float) - db[cols].to_numpy(float)), initial=0.0))
+
+
+def _resume_row(listing: Path, tmp: Path, reference, model: str) -> dict:
+    """SIGKILL a 2-worker run once a third of its parts are written, run it again, count faces lost/repeated."""
+    from ..live.batch import read_table
+
+    out = tmp / "resume.parquet"
+    parts = tmp / "resume.parquet.parts"
+    cmd = [sys.executable, "-m", "kpcore", "predict", str(listing), "--out", str(out), "--workers", "2",
+           "--model", model]
+    env = {**os.environ, "KPCORE_PROGRESS": "0"}
+    n_photos = len(listing.read_text().split())
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = 0
+    while proc.poll() is None:
+        done = len(list(parts.glob("part-*.parquet")))
+        if done * 32 >= n_photos / 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    proc.wait()
+    killed = proc.returncode == -signal.SIGKILL
+    rows_at_kill = len(read_table(parts)) if parts.is_dir() and list(parts.glob("part-*")) else 0
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    resumed = read_table(out).to_pandas()
+    ref = reference.to_pandas()
+    key = ["source", "frame", "face"]
+    faces = lambda df: df[df["status"].isin(["ok", "low_confidence"])]  # noqa: E731
+    merged = faces(ref)[key].merge(faces(resumed)[key], how="left", on=key, indicator=True)
+    return {"section": "batch", "method": "SIGKILL + resume (2 workers)", "photos": n_photos,
+            "killed": killed, "parts_at_kill": done, "rows_at_kill": rows_at_kill,
+            "resume_seconds": round(time.perf_counter() - t0, 2),
+            "faces": int(len(faces(resumed))), "faces_lost": int((merged["_merge"] == "left_only").sum()),
+            "rows_repeated": int(resumed.duplicated(key).sum())}
