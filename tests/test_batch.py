@@ -262,6 +262,17 @@ def test_a_different_model_does_not_mix_into_unfinished_parts(tmp_path: Path, in
         run_batch([inputs / "astronaut.jpg"], out, model=MODEL)
 
 
+def test_a_finished_table_of_another_model_is_not_extended(local_table, tmp_path: Path, inputs: Path) -> None:
+    out = tmp_path / "faces.parquet"
+    table = local_table[1]
+    meta = {**json.loads(table.schema.metadata[METADATA_KEY]), "model": "other"}
+    write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), out)
+    with pytest.raises(InputError, match="made with model 'other'.*--overwrite"):
+        run_batch([inputs / "astronaut.jpg"], out, model=MODEL)
+    run_batch([inputs / "astronaut.jpg"], out, model=MODEL, overwrite=True)
+    assert len(set(read_table(out).column("source").to_pylist())) == 1
+
+
 # ------------------------------------------------------------------ command line
 def test_cli_several_inputs_need_out(inputs: Path, capsys) -> None:
     code = cli_main(["predict", str(inputs / "astronaut.jpg"), str(inputs / "sky.png")])

@@ -517,6 +517,10 @@ class PartStore:
         previous = self.folder / PREVIOUS_PART
         if self.out.exists() and not overwrite and not previous.exists():
             table = read_table(self.out)
+            made_by = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}")).get("model")
+            if made_by not in (None, run["model"]):
+                raise InputError(f"{self.out} was made with model {made_by!r}, this run uses {run['model']!r}; "
+                                 f"pass --overwrite to replace it, or another --out")
             if num_points_of(table.schema) != run["num_points"]:
                 raise InputError(f"{self.out} has {num_points_of(table.schema)} points per face, this model "
                                  f"{run['num_points']}; pass --overwrite to replace it, or another --out")
