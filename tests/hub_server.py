@@ -194,3 +194,44 @@ class HubServer:
         self._server.should_exit = True
         self._thread.join(timeout=STARTUP_TIMEOUT_S)
         self._sock.close()
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 (free port) and never answers: a hung Hub or proxy.
+
+    Connections are held open, unread, until the context exits::
+
+        with SilentServer() as silent:
+            push(folder, "me/model", endpoint=silent.url, timeout=1)   # must give up, not hang
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self._sock.settimeout(self.POLL_S)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections.append(conn)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=STARTUP_TIMEOUT_S)
+        for conn in self.connections:
+            conn.close()
+        self._sock.close()

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from kpcore.errors import CheckpointError, HubError
 from kpcore.models.hub import CARD_MARKER, model_card, pull, push, resolve_model_dir
 
-from .hub_server import HubServer
+from .hub_server import HubServer, SilentServer
 
 REPO_ID = "alice/tiny-kp"
 FAIL_FAST_S = 5.0
@@ -197,3 +197,59 @@ def test_model_card_names_the_starting_weights():
     assert "`IMAGENET1K_V1` weights" in start({"name": "mobilenetv2_heatmap", "pretrained": "IMAGENET1K_V1"})
     assert "fine-tuned from the checkpoint `checkpoints/face68-300w`" in start(
         {"name": "mobilenetv2_heatmap", "init_from": "checkpoints/face68-300w"})
+
+
+SILENT_TIMEOUT_S = 1.0
+
+
+def _in_thread(limit_s: float, fn, *args, **kwargs) -> tuple[BaseException | None, float]:
+    """Run ``fn`` in a daemon thread; ``(the exception it raised, seconds)``, or fail if it is still
+    running after ``limit_s`` (so that a hang fails the test instead of stopping the suite)."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            fn(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            raised.append(err)
+
+    start = time.monotonic()
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(limit_s)
+    elapsed = time.monotonic() - start
+    if worker.is_alive():
+        pytest.fail(f"still waiting for the server after {elapsed:.0f} s")
+    return (raised[0] if raised else None), elapsed
+
+
+def test_push_to_a_server_that_never_answers_times_out_and_keeps_files(online, ckpt):
+    """A server that accepts the connection and says nothing: huggingface_hub alone waits forever."""
+    before = snapshot(ckpt)
+    with SilentServer() as silent:
+        err, elapsed = _in_thread(SILENT_TIMEOUT_S + FAIL_FAST_S, push, ckpt, REPO_ID, endpoint=silent.url,
+                                  timeout=SILENT_TIMEOUT_S)
+        assert silent.connections, "the push did reach the silent server"
+    assert isinstance(err, HubError), repr(err)
+    message = str(err)
+    assert "did not answer within 1 s" in message and "HF_ENDPOINT" in message, message
+    assert REPO_ID in message and "Local files were not changed" in message and "\n" not in message
+    assert elapsed >= SILENT_TIMEOUT_S  # it did wait for an answer, then gave up
+    assert snapshot(ckpt) == before
+
+
+def test_pull_from_a_server_that_never_answers_times_out(online, tmp_path):
+    with SilentServer() as silent:
+        err, _ = _in_thread(SILENT_TIMEOUT_S + FAIL_FAST_S, pull, REPO_ID, cache_dir=tmp_path / "cache",
+                            endpoint=silent.url, timeout=SILENT_TIMEOUT_S)
+    assert isinstance(err, HubError) and "did not answer within 1 s" in str(err), repr(err)
+
+
+def test_the_timeout_hook_is_removed_after_a_push(hub, ckpt):
+    from huggingface_hub import get_session
+
+    hooks = list(get_session().event_hooks["request"])
+    push(ckpt, REPO_ID, timeout=SILENT_TIMEOUT_S)
+    assert get_session().event_hooks["request"] == hooks

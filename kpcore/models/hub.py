@@ -16,6 +16,8 @@ written into a temporary staging copy.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
 import os
@@ -25,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub import HfApi, constants, get_session, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -57,6 +59,10 @@ _LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`) or set H
 
 
 # -- checkpoint folders --------------------------------------------------------------
+HUB_TIMEOUT_S = 60.0
+"""Longest wait, in seconds, for the Hub to accept, take or answer one request. huggingface_hub sets
+none on create_repo, upload_folder's commit and repo_info, so a server (or proxy) that accepts the
+connection and never answers would hang a push or a pull for good."""
 
 
 def check_checkpoint_dir(folder: str | Path, what: str | None = None) -> Path:
@@ -227,13 +233,61 @@ def _endpoint(endpoint: str | None) -> str:
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def _describe(err: BaseException, repo_id: str, endpoint: str, action: str) -> str:
+@contextlib.contextmanager
+def _answer_timeout(seconds: float):
+    """Give every request huggingface_hub sends meanwhile a connect, read and write timeout of
+    ``seconds`` where it has none.
+
+    A request hook on huggingface_hub's shared HTTP client (``get_session()``) fills in the
+    request's ``timeout`` extension (httpx's per-request timeouts) just before it is sent; this
+    also covers calls that pass ``timeout=None`` explicitly, which a client-wide default would not.
+    """
+    session = get_session()
+
+    def hook(request) -> None:
+        timeout = dict(request.extensions.get("timeout") or {})
+        for key in ("connect", "read", "write"):
+            if timeout.get(key) is None:
+                timeout[key] = seconds
+        request.extensions["timeout"] = timeout
+
+    hooks = session.event_hooks
+    session.event_hooks = {**hooks, "request": [*hooks["request"], hook]}
+    try:
+        yield
+    finally:
+        hooks = session.event_hooks
+        session.event_hooks = {**hooks, "request": [h for h in hooks["request"] if h is not hook]}
+
+
+def _timed_out(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) is a timeout of an HTTP client."""
+    types: list[type[BaseException]] = [TimeoutError]
+    for module in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError, AttributeError):
+            types.append(importlib.import_module(module).TimeoutException)
+    seen: BaseException | None = err
+    for _ in range(8):  # a short chain: huggingface_hub wraps once or twice
+        if seen is None:
+            return False
+        if isinstance(seen, tuple(types)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _describe(err: BaseException, repo_id: str, endpoint: str, action: str,
+              timeout: float | None = None) -> str:
     """What failed and what to do, for an exception raised by huggingface_hub."""
     if isinstance(err, OfflineModeIsEnabled):
         return ("offline mode is on (HF_HUB_OFFLINE=1); unset it and check the network to "
                 f"{action}")
     if isinstance(err, HfHubHTTPError):
         status = err.response.status_code if err.response is not None else None
+    if _timed_out(err):
+        wait = f"within {timeout:g} s" if timeout else "in time"
+        return (f"{endpoint} accepted the connection but did not answer {wait} (a hung server or proxy); "
+                "check HF_ENDPOINT and HTTPS_PROXY, then try again later or with a longer timeout")
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         if status == 401:
             return (f"the Hub refused the request (HTTP 401: missing or invalid token): "
@@ -252,7 +306,8 @@ def _describe(err: BaseException, repo_id: str, endpoint: str, action: str) -> s
 
 
 def push(model_dir: str | Path, repo_id: str, token: str | None = None, private: bool = False,
-         commit_message: str | None = None, endpoint: str | None = None) -> str:
+         commit_message: str | None = None, endpoint: str | None = None,
+         timeout: float = HUB_TIMEOUT_S) -> str:
     """Upload a checkpoint folder to a Hub model repo (created if needed).
 
     The folder's config, weights and ``eval/`` are uploaded together with a model card
@@ -271,6 +326,8 @@ def push(model_dir: str | Path, repo_id: str, token: str | None = None, private:
         The repo's URL.
     """
     folder = check_checkpoint_dir(model_dir)
+        timeout: Seconds to wait for the Hub to take or answer one request before giving up
+            (:data:`HUB_TIMEOUT_S`); a silent server fails after about this long.
     config = read_config(folder)
     endpoint = _endpoint(endpoint)
     if constants.is_offline_mode():
@@ -288,12 +345,13 @@ def push(model_dir: str | Path, repo_id: str, token: str | None = None, private:
         stage = Path(tmp) / "repo"
         _stage(folder, stage, model_card(config, read_eval_summaries(folder), repo_id))
         try:
-            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            api.upload_folder(folder_path=stage, repo_id=repo_id, repo_type="model",
-                              commit_message=commit_message or f"Upload kpcore checkpoint {folder.name}")
+            with _answer_timeout(timeout):
+                url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+                api.upload_folder(folder_path=stage, repo_id=repo_id, repo_type="model",
+                                  commit_message=commit_message or f"Upload kpcore checkpoint {folder.name}")
         except Exception as err:  # noqa: BLE001 - every failure becomes one HubError
             raise HubError(f"pushing {str(folder)!r} to {repo_id!r} on {endpoint} failed: "
-                           f"{_describe(err, repo_id, endpoint, 'push to')}. "
+                           f"{_describe(err, repo_id, endpoint, 'push to', timeout)}. "
                            "Local files were not changed.") from err
     return str(url)
 
@@ -320,31 +378,33 @@ def _stage(folder: Path, stage: Path, card: str) -> None:
 
 
 def pull(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
-         endpoint: str | None = None, token: str | None = None) -> Path:
+         endpoint: str | None = None, token: str | None = None, timeout: float = HUB_TIMEOUT_S) -> Path:
     """Download a checkpoint repo (or reuse the cached copy) and return its local folder.
 
     Without a network (or with ``HF_HUB_OFFLINE=1``) a previously pulled copy in the
-    cache is returned; otherwise :class:`HubError` says what to do.
+    cache is returned; otherwise :class:`HubError` says what to do. ``timeout``: seconds
+    to wait for the Hub to answer one request (a silent server fails after about this long).
     """
     endpoint = _endpoint(endpoint)
     reason = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.is_offline_mode() else (
         check_reachable(endpoint))
     try:
-        path = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-                                 token=token, allow_patterns=REPO_PATTERNS,
-                                 local_files_only=reason is not None)
+        with _answer_timeout(timeout):
+            path = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
+                                     token=token, allow_patterns=REPO_PATTERNS,
+                                     local_files_only=reason is not None)
     except LocalEntryNotFoundError as err:
         cache = cache_dir or constants.HF_HUB_CACHE
         raise HubError(
             f"cannot pull {repo_id!r}: it is not in the Hugging Face cache ({cache}) and "
-            f"{reason or _describe(err.__cause__ or err, repo_id, endpoint, 'pull')}. Connect to "
+            f"{reason or _describe(err.__cause__ or err, repo_id, endpoint, 'pull', timeout)}. Connect to "
             "the network (and unset HF_HUB_OFFLINE), or download the repo's config.json and "
             "model.safetensors by hand into a folder and pass that folder instead.") from err
     except (HFValidationError, ValueError) as err:
         raise HubError(f"cannot pull {repo_id!r}: {err}") from err
     except Exception as err:  # noqa: BLE001 - every failure becomes one HubError
         raise HubError(f"pulling {repo_id!r} from {endpoint} failed: "
-                       f"{_describe(err, repo_id, endpoint, 'pull')}") from err
+                       f"{_describe(err, repo_id, endpoint, 'pull', timeout)}") from err
     return check_checkpoint_dir(path, what=f"Hub repo {repo_id!r} ({path})")
 
 
