@@ -18,10 +18,22 @@ import streamlit as st
 from kpcore.data.facts import MTFL_FACTS
 from webapp import records
 
-MODEL_COLUMNS = ["model", "task", "split", "n", "nme", "mean_px_error", "latency_ms_b1", "threads",
-                 "throughput_b32", "params", "file_mb", "train_images_per_s", "loader_images_per_s",
-                 "machine", "torch", "measured"]
+MODEL_COLUMNS = ["model", "task", "split", "n", "NME (%)", "mean_px_error", "failure rate (%)", "auc",
+                 "latency_ms_b1", "timed", "threads", "throughput_b32", "params", "file_mb", "train_images_per_s",
+                 "loader_images_per_s", "architecture", "input", "machine", "torch", "measured"]
+# Where each other section's table starts: the columns one reads it for, then the rest, then
+# the measuring context (MEASURED_COLUMNS) last.
+FIRST_COLUMNS = {
+    "photo": ["backend", "end_to_end_ms", "detect_ms", "landmarks_ms", "draw_ms", "predict_ms", "faces"],
+    "detection": ["photos", "found", "n", "coarse_side", "max_side"],
+    "video": ["method", "loop_fps", "command_fps", "jitter (%)", "NME (%)", "missed", "backend", "threads", "clip"],
+}
+MEASURED_COLUMNS = ["model", "machine", "torch", "measured"]
+MISSING = "—"  # st.dataframe's placeholder for a cell a row has no value for (its default reads "None")
+NETWORK_PATH = "network alone, PyTorch float32"
+WHOLE_CALL_PATH = "whole per-face call"
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+LABEL_PAD = 0.2  # of the x span added on each side of a scatter, so point labels stay inside
 
 
 def section(bench: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -41,17 +53,76 @@ def machine_caption(rows: pd.DataFrame) -> str:
     return "; ".join(parts) or "machine not recorded"
 
 
-def accuracy_latency_per_task(models: pd.DataFrame) -> list[tuple[str, go.Figure]]:
-    """One chart per task (NME of different tasks is not comparable): NME against batch-1 latency."""
+def is_dlib(models: pd.DataFrame) -> pd.Series:
+    """Rows of dlib's predictor (a reference, timed as its whole per-face call)."""
+    arch = models["architecture"].astype(str) if "architecture" in models else pd.Series("", index=models.index)
+    return models["model"].astype(str).str.startswith("dlib") | arch.str.contains("dlib")
+
+
+def label_positions(xs: list[float]) -> list[str]:
+    """Text positions that keep point labels inside the chart: the leftmost point's label to its
+    right, the rightmost's to its left, the others centred above their point."""
+    if len(xs) < 2:
+        return ["top center"] * len(xs)
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    out = ["top center"] * len(xs)
+    out[order[0]], out[order[-1]] = "top right", "top left"
+    return out
+
+
+def latency_points(rows: pd.DataFrame, speed: pd.DataFrame) -> list[dict]:
+    """The points of one task's accuracy-vs-time chart, each ``{x, nme_pct, label, path}``.
+
+    Two paths, never mixed on one marker: the model rows time the network alone in PyTorch
+    float32 (``latency_ms_b1``); the speed section times the whole per-face call (crop, network,
+    map back) of the path the library takes by default and of dlib, in one run. A model with a
+    default speed row is drawn at both; dlib's own model row is its whole call too, and is used
+    only when the speed section has no dlib row.
+    """
+    dlib = is_dlib(rows)
+    points = [{"x": float(r["latency_ms_b1"]), "nme_pct": 100 * float(r["nme"]), "label": str(r["model"]),
+               "path": NETWORK_PATH} for _, r in rows[~dlib].iterrows()]
+    default = speed[speed["default"].fillna(False).astype(bool)] if "default" in speed else speed.iloc[:0]
+    for _, s in default.iterrows():
+        match = rows[~dlib & (rows["model"] == s["model"])]
+        if len(match):
+            points.append({"x": float(s["ms_per_face"]), "nme_pct": 100 * float(match["nme"].iloc[0]),
+                           "label": f"{s['model']} (default path)", "path": WHOLE_CALL_PATH})
+    speed_dlib = speed[speed["model"].astype(str).str.startswith("dlib")] if len(speed) else speed
+    for _, r in rows[dlib].iterrows():
+        x = float(speed_dlib["ms_per_face"].iloc[0]) if len(speed_dlib) else float(r["latency_ms_b1"])
+        points.append({"x": x, "nme_pct": 100 * float(r["nme"]), "label": str(r["model"]), "path": WHOLE_CALL_PATH})
+    return points
+
+
+def accuracy_latency_per_task(models: pd.DataFrame, speed: pd.DataFrame | None = None) -> list[tuple[str, go.Figure]]:
+    """One chart per task (NME of different tasks is not comparable): NME (%) against ms per face,
+    circles for the network alone in PyTorch, diamonds for the whole per-face call (:func:`latency_points`)."""
     out = []
     if not {"task", "nme", "latency_ms_b1"} <= set(models.columns):
         return out
+    speed = speed if speed is not None else pd.DataFrame(columns=["model", "ms_per_face"])
     for task, rows in models.dropna(subset=["nme", "latency_ms_b1"]).groupby("task", sort=False):
-        fig = go.Figure(go.Scatter(x=rows["latency_ms_b1"], y=rows["nme"] * 100, mode="markers+text",
-                                   text=rows["model"], textposition="top center", marker={"size": 12},
-                                   hovertemplate="%{text}<br>NME %{y:.2f}%<br>%{x:.2f} ms<extra></extra>"))
-        fig.update_layout(height=320, margin=MARGIN, title=f"{task}: accuracy vs latency (lower left is better)",
-                          xaxis_title="ms per image, batch 1", yaxis_title="NME (%)")
+        points = latency_points(rows, speed)
+        positions = label_positions([p["x"] for p in points])
+        fig = go.Figure()
+        for path, symbol in ((NETWORK_PATH, "circle"), (WHOLE_CALL_PATH, "diamond")):
+            idx = [i for i, p in enumerate(points) if p["path"] == path]
+            if idx:
+                fig.add_trace(go.Scatter(
+                    x=[points[i]["x"] for i in idx], y=[points[i]["nme_pct"] for i in idx], mode="markers+text",
+                    name=path, text=[points[i]["label"] for i in idx], textposition=[positions[i] for i in idx],
+                    marker={"size": 12, "symbol": symbol}, cliponaxis=False,
+                    hovertemplate="%{text}<br>NME %{y:.2f}%<br>%{x:.2f} ms per face<extra>" + path + "</extra>"))
+        xs = [p["x"] for p in points]
+        ys = [p["nme_pct"] for p in points]
+        span = (max(xs) - min(xs)) or max(xs) or 1.0
+        yspan = (max(ys) - min(ys)) or 1.0
+        fig.update_layout(height=340, margin=MARGIN, title=f"{task}: accuracy vs time per face (lower left is better)",
+                          xaxis_title="ms per face, batch 1", yaxis_title="NME (%)",
+                          xaxis_range=[max(0.0, min(xs) - LABEL_PAD * span), max(xs) + LABEL_PAD * span],
+                          yaxis_range=[min(ys) - 0.25 * yspan, max(ys) + 0.35 * yspan],
+                          showlegend=True, legend={"orientation": "h", "y": -0.3})
         out.append((str(task), fig))
     return out
 
@@ -103,13 +174,32 @@ def throughput_figure(models: pd.DataFrame) -> go.Figure | None:
 
 
 def model_table(models: pd.DataFrame) -> pd.DataFrame:
-    """The model rows, every column kept, parameters with thousands separators."""
-    order = [c for c in MODEL_COLUMNS if c in models] + [c for c in models if c not in MODEL_COLUMNS
-                                                         and c != "section"]
-    table = models[order].copy()
+    """The model rows, every column kept: NME and failure rate in %, parameters with thousands
+    separators, and ``timed`` saying which path ``latency_ms_b1`` times (:func:`latency_points`)."""
+    table = models.copy()
+    for col, pct in (("nme", "NME (%)"), ("failure_rate", "failure rate (%)")):
+        if col in table:
+            table[pct] = 100 * table.pop(col)
+    if "latency_ms_b1" in table:
+        table["timed"] = is_dlib(table).map({True: "whole call (dlib)", False: "network, PyTorch"})
+    order = [c for c in MODEL_COLUMNS if c in table] + [c for c in table if c not in MODEL_COLUMNS
+                                                        and c != "section"]
+    table = table[order]
     if "params" in table:
-        table["params"] = table["params"].map(lambda v: f"{int(v):,}" if pd.notna(v) else "")
+        table["params"] = table["params"].map(lambda v: f"{int(v):,}" if pd.notna(v) else MISSING)
     return table
+
+
+def section_table(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """A section's rows for display: NME and jitter (fractions of the eye distance) in %, the
+    columns of :data:`FIRST_COLUMNS` first, the measuring context last, no ``section`` column."""
+    table = rows.drop(columns=["section"], errors="ignore").copy()
+    for col, pct in (("nme", "NME (%)"), ("jitter", "jitter (%)")):
+        if col in table:
+            table[pct] = 100 * table.pop(col)
+    first = [c for c in FIRST_COLUMNS.get(name, []) if c in table]
+    last = [c for c in MEASURED_COLUMNS if c in table and c not in first]
+    return table[first + [c for c in table if c not in first and c not in last] + last]
 
 
 #: MTFL's pose classes in the order they turn (kpcore's dataset facts), each with the column
@@ -133,6 +223,51 @@ def mtfl_figure(mtfl: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def default_path_note(speed: pd.DataFrame) -> str:
+    """Names the library's default path and its whole-call time from the speed section, or ""."""
+    if "default" not in speed:
+        return ""
+    rows = speed[speed["default"].fillna(False).astype(bool)]
+    if rows.empty:
+        return ""
+    row = rows.iloc[0]
+    return (f" The whole per-face call on the path the library takes by default ({row['model']} · "
+            f"{row.get('backend', '?')}) is {row['ms_per_face']:.2f} ms: the speed chart above, and the "
+            "diamond in the chart below.")
+
+
+MODEL_TABLE_CONFIG = {
+    "NME (%)": st.column_config.NumberColumn(format="%.2f%%"),
+    "mean_px_error": st.column_config.NumberColumn("mean error (px)", format="%.2f"),
+    "failure rate (%)": st.column_config.NumberColumn(format="%.1f%%"),
+    "auc": st.column_config.NumberColumn("AUC", format="%.3f"),
+    "latency_ms_b1": st.column_config.NumberColumn(
+        "latency b1 (ms)", format="%.2f",
+        help="See 'timed': our models' network alone in PyTorch float32 (one image, no crop); "
+             "dlib's whole per-face call"),
+    "timed": st.column_config.TextColumn("timed", help="What latency b1 measures for this row"),
+    "throughput_b32": st.column_config.NumberColumn("images/s b32", format="%.0f",
+                                                    help="Network alone, PyTorch, batch 32"),
+    "file_mb": st.column_config.NumberColumn("file (MB)", format="%.1f"),
+    "train_images_per_s": st.column_config.NumberColumn("train images/s", format="%.1f"),
+    "loader_images_per_s": st.column_config.NumberColumn("loader images/s", format="%.1f"),
+}
+PHOTO_TABLE_CONFIG = {
+    "end_to_end_ms": st.column_config.NumberColumn("end to end (ms)", help="detection + landmarks + drawing"),
+    "detect_ms": st.column_config.NumberColumn("detection (ms)"),
+    "landmarks_ms": st.column_config.NumberColumn("landmarks (ms)"),
+    "draw_ms": st.column_config.NumberColumn("drawing (ms)"),
+    "predict_ms": st.column_config.NumberColumn(
+        "Predictor.predict (ms)", help="The whole call: also the mirrored pass for confidence, and head pose"),
+}
+VIDEO_TABLE_CONFIG = {
+    "loop_fps": st.column_config.NumberColumn("frames/s (loop)", format="%.0f"),
+    "command_fps": st.column_config.NumberColumn("frames/s (command)", format="%.0f"),
+    "jitter (%)": st.column_config.NumberColumn("jitter (% of eye distance)", format="%.2f%%"),
+    "NME (%)": st.column_config.NumberColumn(format="%.2f%%"),
+}
+
+
 def main() -> None:
     st.title("Benchmarks")
     path = records.bench_path()
@@ -148,20 +283,22 @@ def main() -> None:
         st.plotly_chart(speed_figure(speed), key="bench_speed")
         st.caption(f"Measured on {machine_caption(speed)}. Each time is the whole per-face call (crop, "
                    "normalise, network, map back); orange is the path the library takes by default. A time "
-                   "means something only beside dlib's in the same run: this machine is shared.")
+                   "means something only beside dlib's in the same run: this machine is shared. (The "
+                   "Shipped models table below times the network alone in PyTorch, a different path.)")
     if not photo.empty:
         st.subheader("A photo end to end")
         st.plotly_chart(photo_figure(photo), key="bench_photo")
-        st.dataframe(photo, hide_index=True, key="bench_photo_table")
+        st.dataframe(section_table(photo, "photo"), hide_index=True, key="bench_photo_table", placeholder=MISSING,
+                     column_config=PHOTO_TABLE_CONFIG)
     if not detection.empty:
-        st.dataframe(detection, hide_index=True, key="bench_detection")
+        st.dataframe(section_table(detection, "detection"), hide_index=True, key="bench_detection",
+                     placeholder=MISSING)
     if not video.empty:
         st.subheader("Video: `kpcore track`")
-        st.dataframe(video, hide_index=True, key="bench_video", column_config={
-            "nme": st.column_config.NumberColumn("NME", format="%.4f"),
-            "jitter": st.column_config.NumberColumn("jitter (eye distance)", format="%.4f")})
-        st.caption("Jitter: RMS frame-to-frame change of the error, over the eye distance, on a real photo moved "
-                   "along a smooth path with sensor noise.")
+        st.dataframe(section_table(video, "video"), hide_index=True, key="bench_video", placeholder=MISSING,
+                     column_config=VIDEO_TABLE_CONFIG)
+        st.caption("Jitter: RMS frame-to-frame change of the error, in % of the eye distance, on a real photo "
+                   "moved along a smooth path with sensor noise. NME in % of the eye distance.")
     mtfl = section(bench, "mtfl")
     if not mtfl.empty:
         st.subheader("Turned heads: MTFL val against dlib")
@@ -171,15 +308,16 @@ def main() -> None:
                    "both methods.")
     if not models.empty:
         st.subheader("Shipped models")
-        st.dataframe(model_table(models), hide_index=True, key="bench_table", column_config={
-            "nme": st.column_config.NumberColumn("NME", format="%.4f"),
-            "latency_ms_b1": st.column_config.NumberColumn("latency b1 (ms)", format="%.2f"),
-            "throughput_b32": st.column_config.NumberColumn("images/s b32", format="%.0f"),
-            "file_mb": st.column_config.NumberColumn("file (MB)", format="%.1f"),
-        })
-        st.caption(f"Measured on {machine_caption(models)}.")
-        for task, fig in accuracy_latency_per_task(models):
+        st.dataframe(model_table(models), hide_index=True, key="bench_table", placeholder=MISSING,
+                     column_config=MODEL_TABLE_CONFIG)
+        st.caption(f"Measured on {machine_caption(models)}. latency b1 times our models' network alone in "
+                   "PyTorch float32 (one image, batch 1, no crop): it compares architectures. dlib's row is its "
+                   "whole per-face call." + default_path_note(speed))
+        for task, fig in accuracy_latency_per_task(models, speed):
             st.plotly_chart(fig, key=f"bench_chart_{task}")
+        st.caption(f"Circles: {NETWORK_PATH} (the table's latency b1). Diamonds: {WHOLE_CALL_PATH} (crop, "
+                   "network, map back) of the default path and of dlib, from the speed chart's run. NME on the "
+                   "task's test set, in % of its normalising distance.")
         fig = throughput_figure(models)
         if fig is not None:
             st.plotly_chart(fig, key="bench_throughput")
