@@ -56,13 +56,13 @@ SUMMARY_KEYS = ("n", "nme", "mean_px_error", "failure_rate", "auc", "mae", "back
 SHIPPED_DIR = CHECKPOINTS_DIR
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
-
-
-# -- checkpoint folders --------------------------------------------------------------
 HUB_TIMEOUT_S = 60.0
 """Longest wait, in seconds, for the Hub to accept, take or answer one request. huggingface_hub sets
 none on create_repo, upload_folder's commit and repo_info, so a server (or proxy) that accepts the
 connection and never answers would hang a push or a pull for good."""
+
+
+# -- checkpoint folders --------------------------------------------------------------
 
 
 def check_checkpoint_dir(folder: str | Path, what: str | None = None) -> Path:
@@ -279,15 +279,15 @@ def _timed_out(err: BaseException) -> bool:
 def _describe(err: BaseException, repo_id: str, endpoint: str, action: str,
               timeout: float | None = None) -> str:
     """What failed and what to do, for an exception raised by huggingface_hub."""
+    if _timed_out(err):
+        wait = f"within {timeout:g} s" if timeout else "in time"
+        return (f"{endpoint} accepted the connection but did not answer {wait} (a hung server or proxy); "
+                "check HF_ENDPOINT and HTTPS_PROXY, then try again later or with a longer timeout")
     if isinstance(err, OfflineModeIsEnabled):
         return ("offline mode is on (HF_HUB_OFFLINE=1); unset it and check the network to "
                 f"{action}")
     if isinstance(err, HfHubHTTPError):
         status = err.response.status_code if err.response is not None else None
-    if _timed_out(err):
-        wait = f"within {timeout:g} s" if timeout else "in time"
-        return (f"{endpoint} accepted the connection but did not answer {wait} (a hung server or proxy); "
-                "check HF_ENDPOINT and HTTPS_PROXY, then try again later or with a longer timeout")
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         if status == 401:
             return (f"the Hub refused the request (HTTP 401: missing or invalid token): "
@@ -321,13 +321,13 @@ def push(model_dir: str | Path, repo_id: str, token: str | None = None, private:
         private: Create the repo as private (only when it does not exist yet).
         commit_message: Defaults to "Upload kpcore checkpoint <folder name>".
         endpoint: Hub URL; default ``HF_ENDPOINT`` or https://huggingface.co.
+        timeout: Seconds to wait for the Hub to take or answer one request before giving up
+            (:data:`HUB_TIMEOUT_S`); a silent server fails after about this long.
 
     Returns:
         The repo's URL.
     """
     folder = check_checkpoint_dir(model_dir)
-        timeout: Seconds to wait for the Hub to take or answer one request before giving up
-            (:data:`HUB_TIMEOUT_S`); a silent server fails after about this long.
     config = read_config(folder)
     endpoint = _endpoint(endpoint)
     if constants.is_offline_mode():
