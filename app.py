@@ -31,6 +31,7 @@ import gradio as gr  # noqa: E402
 import streamlit as st  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
+from webapp.base_url import pin_base_url  # noqa: E402
 from webapp.live import build_demo  # noqa: E402
 
 GRADIO_PATH = "/gradio"
@@ -40,4 +41,4 @@ dashboard = st.App(Path(__file__).resolve().parent / "webapp" / "dashboard.py")
 app = FastAPI(lifespan=dashboard.lifespan(), docs_url=None, redoc_url=None, openapi_url=None)
 gr.mount_gradio_app(app, build_demo(), path=GRADIO_PATH, ssr_mode=False, footer_links=["api"],
                     max_file_size=MAX_UPLOAD)
-app.mount("/", dashboard)
+app.mount("/", pin_base_url(dashboard))  # webapp/base_url.py: no 404s when a page's URL is opened

@@ -118,8 +118,8 @@ def test_runs_page_compares_the_nose_runs(webapp_env) -> None:
     assert at.title[0].value == "Runs"
     chosen = at.multiselect(key="runs_selected")
     ours = ["nose-lr1e-3-k5", "nose-lr2e-3-k5", "nose-lr1e-3-k7"]
-    # by default: the newest run and the others of its task (real runs of the repo may join)
-    assert set(ours) <= set(chosen.value)
+    # by default: the shipped models' runs (tests/test_dashboard.py checks which); these by hand
+    assert chosen.value
     chosen.set_value(ours).run()
     assert len(plotly_charts(at)) == 1
     configs = configs_table(at)

@@ -7,7 +7,9 @@ evaluated on the same 12 validation images; see tests/webapp_fixtures.py.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +29,9 @@ from tests.webapp_fixtures import (
     make_reference,
     make_rival_checkpoint,
     make_run,
+    predictions,
+    serve_app,
+    write_per_image,
 )
 from webapp import records
 
@@ -277,3 +282,226 @@ def test_filters_page_never_feeds_a_marked_up_thumbnail(eval_env) -> None:
     else:
         assert len(shown) == 1 and "Upload a face photo" in at.info[0].value
     assert not any("thumbnail" in c for c in shown)
+
+
+# ------------------------------------------------ issue 19: what a newcomer met
+def write_summary(folder: Path, **fields) -> None:
+    (folder / "summary.json").write_text(json.dumps(fields))
+
+
+def test_a_checkpoint_evaluated_on_another_dataset_joins_that_dataset_s_test_set(eval_env, monkeypatch) -> None:
+    """A 300-W checkpoint's `mtfl-val` results and dlib's are one test set ("ibug300w · mtfl-val"
+    and "mtfl · mtfl-val" were listed apart): the evaluation's own task names the faces."""
+    monkeypatch.setattr(records, "REPO_ROOT", eval_env["data"])  # not the repo's own results
+    folder = make_checkpoint(eval_env["checkpoints"], name="test-face68")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "task": "ibug300w"}))
+    for split_dir in (folder / "eval" / "mtfl-val", make_reference(eval_env["runs"], "test-dlib", split="mtfl-val")):
+        split_dir.mkdir(parents=True, exist_ok=True)
+        ids, pred, true = predictions(5, seed=3)
+        write_per_image(split_dir / "per_image.csv", ids, pred, true, norm=40.0)
+        write_summary(split_dir, task="mtfl", split="mtfl-val", layout="mtfl")
+    groups = records.comparable_groups(records.list_eval_sources())
+    labels = [s.label for s in groups[("mtfl", "mtfl-val")]]
+    assert labels == ["test-face68 · mtfl-val", "test-dlib · mtfl-val"]
+    assert ("ibug300w", "mtfl-val") not in groups
+    assert source("test-face68 · mtfl-val").task == "mtfl"  # where its images are looked for
+
+
+def two_test_sets(eval_env) -> str:
+    """A second test set with two models beside the IMM val one; returns its option prefix."""
+    for name in ("test-refA", "test-refB"):
+        make_reference(eval_env["runs"], name, split="test")
+    return "imm_face · test ("
+
+
+@pytest.mark.parametrize(("page", "group", "models", "least"), [
+    ("compare", "compare_group", "compare_models", 2), ("slices", "slices_group", "slices_models", 1)])
+def test_switching_the_test_set_keeps_a_model_list(eval_env, page, group, models, least) -> None:
+    """Model comparison and Error slices emptied their model list on a new test set ("Choose two
+    or more models"); they open the new set's models, as Robustness does, and after a visit to
+    another page."""
+    other = two_test_sets(eval_env)
+    at = open_page(page)
+    pick_group(at, group)
+    assert {A, B} <= set(at.multiselect(key=models).value)
+    box = at.selectbox(key=group)
+    box.set_value(next(o for o in box.options if o.startswith(other))).run()
+    assert at.multiselect(key=models).value == ["test-refA · test", "test-refB · test"]
+    assert not any("Choose" in c for c in captions(at).splitlines())
+    assert len(charts(at)) >= least
+    # Streamlit drops a page's widget values while another page runs; the page opens on its first
+    # test set, so the list must come back on that set too (it once stayed empty there).
+    at.selectbox(key=group).set_value(at.selectbox(key=group).options[0]).run()
+    at.switch_page("views/runs.py").run()
+    at.switch_page(f"views/{page}.py").run()
+    assert len(at.multiselect(key=models).value) >= least, "the list came back empty"
+
+
+def test_runs_page_opens_with_the_shipped_models_runs(eval_env, monkeypatch) -> None:
+    """The default selection was the newest run's task, which left out the shipped model's run."""
+    monkeypatch.setattr(records, "REPO_ROOT", eval_env["data"])  # not the repo's own checkpoints
+    folder = eval_env["checkpoints"] / "test-face58"
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "records": "records/face-heatmap"}))
+    at = open_page("runs")
+    assert at.multiselect(key="runs_selected").value == ["face-heatmap"]  # nose-lr1e-3-k5 is newer
+
+
+def test_log_ticks_label_every_panel_several_times() -> None:
+    from webapp.figures import log_ticks
+
+    assert log_ticks(np.array([1.54, 20.0])) == [2, 5, 10, 20]
+    assert log_ticks(np.array([3.68, 44.5])) == [5, 10, 20]
+    assert log_ticks(np.array([3.68, 8.19])) == [4, 5, 6, 7, 8]
+    narrow = log_ticks(np.array([2.27, 2.39]))  # a fine-tuning run: less than a tenth of a decade
+    assert len(narrow) >= 3 and all(2.27 <= t <= 2.39 for t in narrow)
+    assert log_ticks(np.array([np.nan, -1.0])) == []
+
+
+def test_training_curves_label_nme_ticks_with_percent_and_losses_more_than_once(eval_env) -> None:
+    """The NME axis read "5 4 3 2 10% 9 8" (which "5"?) and the loss panel had one tick."""
+    from webapp import figures
+
+    fig = figures.training_curves(records.list_runs()[:3]).to_plotly_json()["layout"]
+    for axis in ("yaxis", "yaxis2", "yaxis3"):
+        assert fig[axis]["type"] == "log" and len(fig[axis]["tickvals"]) >= 3, axis
+    assert all(t.endswith("%") for t in fig["yaxis3"]["ticktext"])
+    assert not any(t.endswith("%") for t in fig["yaxis"]["ticktext"])
+
+
+def test_comparison_scatter_has_no_corner_dots_and_a_short_x_title() -> None:
+    from webapp import figures
+
+    aligned = pd.DataFrame({"face68-300w · test": [0.03, 0.05], "dlib · test": [0.04, 0.04]},
+                           index=["a", "b"])
+    fig = figures.nme_scatter(aligned, "face68-300w · test", "dlib · test", 0.005)
+    band = fig.data[0]
+    assert band.fill == "toself" and band.mode == "lines"  # default mode drew a marker at each corner
+    assert fig.layout.xaxis.title.text == "A: face68-300w · test · NME (%)"
+
+
+def test_slices_confidence_charts_keep_short_vertical_titles_and_name_the_normalisation(eval_env) -> None:
+    """In half a page, "NME (% of inter-ocular distance)" ran up into the chart's title; the
+    titles say "NME (%)" and the caption under the charts names the distance."""
+    at = open_page("slices")
+    pick_group(at, "slices_group")
+    at.multiselect(key="slices_models").set_value([B]).run()
+    specs = {s["layout"]["title"]["text"]: s["layout"] for s in (json.loads(c.proto.spec) for c in charts(at))}
+    assert specs["Error vs confidence"]["yaxis"]["title"]["text"] == "NME (%)"
+    flagging = next(v for k, v in specs.items() if k.startswith("Error left when"))
+    assert len(flagging["yaxis"]["title"]["text"]) <= 25
+    lines = captions(at).splitlines()
+    below_charts = lines[next(i for i, line in enumerate(lines) if "Spearman" in line) - 1]
+    assert below_charts.startswith("NME in % of the inter-ocular distance")
+
+
+def test_errors_table_puts_the_errors_before_the_long_image_id(eval_env) -> None:
+    at = open_page("errors")
+    at.selectbox(key="errors_source").set_value(A).run()
+    table = next(d for d in at.dataframe if "px_error" in d.value.columns)
+    assert list(table.proto.column_order) == ["nme_pct", "px_error", "image"]
+
+
+BENCH_EXTRA = [
+    {"model": "dlib shape_predictor_68", "architecture": "regression trees (dlib)", "task": "ibug300w",
+     "split": "test", "n": 600, "nme": 0.031, "mean_px_error": 3.8, "threads": 1, "latency_ms_b1": 1.4},
+    {"section": "video", "model": "face68-300w", "method": "kpcore track", "clip": "640x480, 150 frames",
+     "nme": 0.0273, "jitter": 0.00234, "missed": 0, "loop_fps": 156.1, "command_fps": 86.0, "threads": 2,
+     "backend": "onnxruntime int8", "machine": "x86_64", "torch": "2.14", "measured": "2026-12-02"},
+]
+
+
+def test_bench_page_percent_no_none_and_says_which_path_each_time_is(eval_env, tmp_path) -> None:
+    """NME was a fraction in the models table, dlib's missing cells read "None", the table and
+    the accuracy chart timed the network in PyTorch (11 ms) beside a speed chart of the whole call
+    (1.7 ms) without saying so, and point labels were cut at the chart's edges."""
+    path = Path(os.environ["KPCORE_BENCH"])
+    rows = json.loads(path.read_text()) + BENCH_EXTRA
+    path.write_text(json.dumps(rows))
+    at = open_page("bench")
+    models = next(d.value for d in at.dataframe if "timed" in d.value).set_index("model")
+    assert "nme" not in models and models.loc["face68-300w", "NME (%)"] == pytest.approx(4.8)
+    assert models.loc["dlib shape_predictor_68", "timed"] == "whole call (dlib)"
+    assert models.loc["face68-300w", "timed"] == "network, PyTorch"
+    assert len(at.dataframe) == 2 and all(d.proto.placeholder == "—" for d in at.dataframe)
+    video = next(d.value for d in at.dataframe if "method" in d.value)
+    assert list(video.columns[:5]) == ["method", "loop_fps", "command_fps", "jitter (%)", "NME (%)"]
+    assert video["jitter (%)"].iloc[0] == pytest.approx(0.234)
+    specs = [json.loads(c.proto.spec) for c in charts(at)]
+    chart = next(s for s in specs if s["layout"]["title"]["text"].startswith("ibug300w"))
+    traces = {t["name"]: t for t in chart["data"]}
+    whole = traces["whole per-face call"]  # the default path (speed section) and dlib
+    assert whole["x"] == [1.2, 1.0] and whole["y"] == pytest.approx([4.8, 3.1])
+    assert whole["text"] == ["face68-300w (default path)", "dlib shape_predictor_68"]
+    assert traces["network alone, PyTorch float32"]["x"] == [9.5]
+    assert whole["textposition"] == ["top center", "top right"] and \
+        traces["network alone, PyTorch float32"]["textposition"] == ["top left"]
+    assert "diamond" in captions(at) and "1.20 ms" in captions(at)
+
+
+def test_dashboard_icon_is_served_by_the_app() -> None:
+    """The tab icon was a Material Symbol, which the browser fetches from fonts.gstatic.com."""
+    from PIL import Image as PILImage
+
+    source = (REPO / "webapp" / "dashboard.py").read_text()
+    assert "page_icon=PAGE_ICON" in source
+    with PILImage.open(REPO / "webapp" / "assets" / "favicon.png") as icon:
+        assert icon.format == "PNG" and icon.size[0] <= 64
+
+
+def test_base_url_script_goes_first_in_the_head() -> None:
+    from webapp.base_url import PAGE_PATH, inject
+
+    html = inject(b"<html><head><title>t</title></head></html>", "")
+    assert html.index(b"BACKEND_BASE_URL") < html.index(b"<title>")
+    assert b"MAIN_PAGE_BASE_URL" in html and b'location.origin + ""' in html
+    assert b'location.origin + "/proxy"' in inject(b"<head></head>", "/proxy/")
+    assert [bool(PAGE_PATH.fullmatch(p)) for p in ("/", "/bench", "/_stcore/health", "/static/a.js",
+                                                   "/bench/_stcore/health")] == [True, True, False, False, False]
+
+
+def test_robustness_keeps_its_models_after_a_visit_to_another_page(eval_env) -> None:
+    at = open_page("robustness")
+    shown = at.multiselect(key="robust_models").value
+    assert shown
+    at.switch_page("views/runs.py").run()
+    at.switch_page("views/robustness.py").run()
+    assert at.multiselect(key="robust_models").value == shown
+
+
+# ------------------------------------------------------------ served, in a browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_opening_a_page_url_asks_for_nothing_missing_and_the_icon_is_local(tmp_path: Path) -> None:
+    """Every page but `/` asked for `/<page>/_stcore/health` and `.../host-config` (two 404s in the
+    console), and the tab icon came from fonts.gstatic.com."""
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not installed: apt-get install -y chromium chromium-driver")
+    from playwright.sync_api import sync_playwright
+
+    runs = tmp_path / "runs"
+    make_run(runs, "nose-lr1e-3-k5", lr=1e-3, kernel=5, seed=1)
+    env = {"KPCORE_RUNS": str(runs), "KPCORE_BENCH": str(make_bench(tmp_path / "bench.json")),
+           "KPCORE_DATA": str(tmp_path / "nodata")}
+    with serve_app(env, tmp_path / "server.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            missing: list[str] = []
+            page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.on("requestfailed", lambda r: missing.append(f"failed {r.url}"))
+            page.goto(url + "/bench")
+            page.get_by_role("heading", name="Benchmarks").wait_for(timeout=60_000)
+            page.get_by_role("link", name="Model comparison").click()
+            page.get_by_role("heading", name="Model comparison").wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)
+            icon = page.evaluate("document.querySelector(\"link[rel='shortcut icon']\").href")
+        finally:
+            browser.close()
+    assert missing == []
+    assert icon.startswith(url + "/media/"), icon

@@ -235,3 +235,16 @@ def image_for(source: records.EvalSource, image_id: str, pred: np.ndarray, true:
     canvas, (p, t) = points_canvas(pred, true, size=360)
     img = draw_keypoints(canvas, p, layout, true_points=t, error_lines=error_lines, show_ids=show_ids)
     return ShownImage(img, "canvas", f"{image_id} · points only (no image found): red = predicted, green = true")
+
+
+# ------------------------------------------------------------------ widgets
+def reset_on_new_group(page: str, group: tuple, defaults: dict[str, Any]) -> None:
+    """Put ``defaults`` (widget key -> value) into the session when the page's chosen test set
+    ``group`` differs from the one it showed last, so a model list opens with the new set's
+    models: a multiselect keeps its old picks otherwise, and picks that are not options of the
+    new set leave it empty. Also when a widget's value is gone: Streamlit drops the state of a
+    page's widgets when another page runs, while this page's marker stays."""
+    shown = f"{page}_group_shown"
+    if st.session_state.get(shown) != group or any(k not in st.session_state for k in defaults):
+        st.session_state.update(defaults)
+        st.session_state[shown] = group

@@ -27,6 +27,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 VIEWS = Path(__file__).resolve().parent / "views"
+# The browser tab's icon, served by the app itself: a ":material/...:" icon makes the browser fetch
+# an SVG from fonts.gstatic.com, which an offline deployment cannot reach.
+PAGE_ICON = Path(__file__).resolve().parent / "assets" / "favicon.png"
 
 PAGES = [
     ("runs.py", "Runs", ":material/show_chart:"),
@@ -56,7 +59,7 @@ def show_sources() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="kpcore dashboard", page_icon=":material/face:", layout="wide")
+    st.set_page_config(page_title="kpcore dashboard", page_icon=PAGE_ICON, layout="wide")
     pages = [st.Page(VIEWS / file, title=title, icon=icon, default=(i == 0))
              for i, (file, title, icon) in enumerate(PAGES)]
     nav = st.navigation(pages, position="sidebar")

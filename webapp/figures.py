@@ -22,6 +22,33 @@ def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+MIN_TICKS = 3  # labelled ticks a log axis should show at the least
+LOG_MANTISSAS = ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9))  # coarse to fine
+
+
+def log_ticks(values: np.ndarray) -> list[float]:
+    """Tick values for a log axis over ``values``: the coarsest of 1 / 1-2-5 / 1-2-3-5 / 1..9 per
+    decade that puts :data:`MIN_TICKS` or more inside the data range; for a range too narrow for
+    any (e.g. 2.27-2.39), evenly spaced round numbers. Empty when no value is positive."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) == 0:
+        return []
+    lo, hi = float(v.min()), float(v.max())
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for mantissas in LOG_MANTISSAS:
+        ticks = [m * 10.0**d for d in decades for m in mantissas if lo <= m * 10.0**d <= hi]
+        if len(ticks) >= MIN_TICKS:
+            return [float(f"{t:.6g}") for t in ticks]
+    if hi == lo:
+        return [float(f"{lo:.3g}")]
+    raw = (hi - lo) / MIN_TICKS
+    base = 10.0 ** np.floor(np.log10(raw))
+    step = max(m * base for m in (1, 2, 2.5, 5) if m * base <= raw)
+    first = np.ceil(lo / step) * step
+    return [float(f"{t:.6g}") for t in np.arange(first, hi + step / 1e6, step)]
+
+
 def training_curves(runs: list[Run]) -> go.Figure:
     """Training loss, validation loss and validation NME (%) per epoch, each on its own axis.
 
@@ -51,11 +78,13 @@ def training_curves(runs: list[Run]) -> go.Figure:
                 hovertemplate=f"{run.name}<br>val NME %{{y:.2f}}% · epoch %{{x}}<extra></extra>",
             ), row=1, col=3)
     fig.update_xaxes(title_text="epoch")
-    # Runs of one task can differ 100x in loss: log scale, labels at powers of ten only.
-    for panel in (1, 2):
-        fig.update_yaxes(type="log", dtick=1, exponentformat="power", minor={"showgrid": True},
-                         row=1, col=panel)
-    fig.update_yaxes(type="log", row=1, col=3, ticksuffix="%")
+    # Log axes (runs of one task can differ 100x in loss), each labelled at 1-2-5 steps picked from
+    # the values drawn so every panel has several ticks and every label reads on its own ("5%",
+    # not a "5" that means 5% under "10%" and 50% above it).
+    for panel, col, scale, suffix in ((1, "train_loss", 1, ""), (2, "val_loss", 1, ""), (3, "val_nme", 100, "%")):
+        values = [scale * r.metrics[col] for r in runs if r.metrics is not None and col in r.metrics]
+        ticks = log_ticks(pd.concat(values).to_numpy(dtype=float)) if values else []
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}{suffix}" for t in ticks], row=1, col=panel)
     fig.update_layout(height=400, margin=MARGIN, legend={"orientation": "h", "y": -0.22})
     return fig
 
@@ -137,16 +166,19 @@ def point_error_bars(errors: np.ndarray, layout: DatasetFacts | None) -> go.Figu
     return fig
 
 
-def nme_scatter(aligned: pd.DataFrame, a: str, b: str, threshold: float, norm_name: str = "") -> go.Figure:
+def nme_scatter(aligned: pd.DataFrame, a: str, b: str, threshold: float) -> go.Figure:
     """Per-image NME (%) of model A (x) against model B (y) on the same images, the diagonal
-    drawn and the band of +-``threshold`` shaded; green = B better, red = B worse."""
+    drawn and the band of +-``threshold`` shaded; green = B better, red = B worse. The axis titles
+    name only the models (the chart sits in a narrow column); the page's caption names what NME
+    is divided by."""
     x, y = 100 * aligned[a].to_numpy(), 100 * aligned[b].to_numpy()
     d = y - x
     t = 100 * threshold
     colours = np.where(d < -t, "#1a9850", np.where(d > t, "#d73027", "#999999"))
     top = float(max(x.max(), y.max())) * 1.05 if len(x) else 1.0
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, top, top, 0], y=[t, top + t, top - t, -t], fill="toself",
+    # mode="lines": a fill trace of four points would otherwise get a marker at each corner.
+    fig.add_trace(go.Scatter(x=[0, top, top, 0], y=[t, top + t, top - t, -t], mode="lines", fill="toself",
                              fillcolor="rgba(150,150,150,0.12)", line={"width": 0}, hoverinfo="skip",
                              showlegend=False))
     fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", line={"color": "#444", "dash": "dash"},
@@ -158,7 +190,7 @@ def nme_scatter(aligned: pd.DataFrame, a: str, b: str, threshold: float, norm_na
         hovertemplate="%{customdata}<br>A %{x:.2f}% · B %{y:.2f}%<extra></extra>",
     ))
     fig.update_layout(height=480, margin=MARGIN, title="Per-image NME: click a dot to see both overlays",
-                      xaxis_title=f"A: {a} · {nme_axis(norm_name)}", yaxis_title=f"B: {b} · NME (%)",
+                      xaxis_title=f"A: {a} · NME (%)", yaxis_title=f"B: {b} · NME (%)",
                       xaxis_range=[0, top], yaxis_range=[0, top], clickmode="event+select")
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
@@ -179,8 +211,10 @@ def grouped_bars(table: pd.DataFrame, x: str, title: str, x_title: str, norm_nam
     return fig
 
 
-def confidence_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]], norm_name: str = "") -> go.Figure:
-    """Per-image NME (%) against the model's confidence: ``{model: (confidence, nme)}``."""
+def confidence_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> go.Figure:
+    """Per-image NME (%) against the model's confidence: ``{model: (confidence, nme)}``. Drawn in
+    half a page: the vertical title is kept short so it stays beside the plot, below the chart's
+    title; the page's caption names what NME is divided by."""
     fig = go.Figure()
     for i, (model, (conf, nme)) in enumerate(points.items()):
         fig.add_trace(go.Scatter(x=conf, y=100 * np.asarray(nme), mode="markers", name=model,
@@ -188,13 +222,14 @@ def confidence_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]], norm_na
                                  hovertemplate="confidence %{x:.3f}<br>NME %{y:.2f}%<extra>" + model
                                  + "</extra>"))
     fig.update_layout(height=380, margin=MARGIN, title="Error vs confidence",
-                      xaxis_title="confidence (model's own, 0-1)", yaxis_title=nme_axis(norm_name, short=True),
+                      xaxis_title="confidence (model's own, 0-1)", yaxis_title="NME (%)",
                       legend={"orientation": "h", "y": -0.25})
     return fig
 
 
-def flagging_figure(curves: dict[str, pd.DataFrame], norm_name: str = "") -> go.Figure:
-    """Mean NME (%) left after flagging the least confident X%, solid; the oracle, dotted."""
+def flagging_figure(curves: dict[str, pd.DataFrame]) -> go.Figure:
+    """Mean NME (%) left after flagging the least confident X%, solid; the oracle, dotted (half a
+    page wide, short vertical title, as :func:`confidence_scatter`)."""
     fig = go.Figure()
     for i, (model, c) in enumerate(curves.items()):
         fig.add_trace(go.Scatter(x=c["flagged_pct"], y=c["nme_pct"], mode="lines+markers", name=model,
@@ -205,7 +240,7 @@ def flagging_figure(curves: dict[str, pd.DataFrame], norm_name: str = "") -> go.
                                  line={"color": color(i), "dash": "dot"}, hoverinfo="skip"))
     fig.update_layout(height=380, margin=MARGIN, title="Error left when the least confident faces are flagged",
                       xaxis_title="faces flagged (least confident first, %)",
-                      yaxis_title=f"mean {nme_axis(norm_name, short=True)} of the rest",
+                      yaxis_title="mean NME (%) of the rest",
                       legend={"orientation": "h", "y": -0.3})
     return fig
 
@@ -231,23 +266,3 @@ def robustness_figure(tables: dict[str, pd.DataFrame], perturbation: str, norm_n
                       legend={"orientation": "h", "y": -0.3})
     return fig
 
-
-def accuracy_vs_latency(bench: pd.DataFrame) -> go.Figure:
-    """One marker per model: NME against single-image latency; marker size ~ parameters."""
-    fig = go.Figure()
-    tasks = list(dict.fromkeys(bench.get("task", pd.Series(["?"] * len(bench))).fillna("?")))
-    params = bench["params"].astype(float) if "params" in bench else pd.Series(np.ones(len(bench)))
-    pmax = float(params.max()) or 1.0
-    for i, task in enumerate(tasks):
-        rows = bench[bench["task"].fillna("?") == task] if "task" in bench else bench
-        size = 10 + 30 * np.sqrt(params.loc[rows.index] / pmax)
-        fig.add_trace(go.Scatter(
-            x=rows["latency_ms_b1"], y=rows["nme"], mode="markers+text", name=str(task),
-            text=rows["model"], textposition="top center",
-            marker={"size": size, "color": color(i), "opacity": 0.8},
-            customdata=np.stack([params.loc[rows.index], rows.get("mean_px_error", rows["nme"] * np.nan)], axis=1),
-            hovertemplate="%{text}<br>NME %{y:.4f}<br>%{x:.2f} ms / image<br>%{customdata[0]:,.0f} params<extra></extra>",
-        ))
-    fig.update_layout(height=420, margin=MARGIN, xaxis_title="latency, batch 1 (ms)", yaxis_title="NME",
-                      title="Accuracy vs latency (lower left is better; size = parameters)")
-    return fig

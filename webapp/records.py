@@ -352,7 +352,9 @@ def _eval_source(name: str, split_dir: Path, layout: str | None, task: str | Non
     layout = (summary or {}).get("layout") or layout
     if layout is None and len(per_image):
         layout = LAYOUT_BY_POINTS.get(len(parse_points(per_image["pred"].iloc[0])))
-    task = task or (summary or {}).get("task") or TASK_BY_LAYOUT.get(layout or "")
+    # The evaluation's own task names its faces: a 300-W checkpoint evaluated on MTFL (split
+    # mtfl-val) holds MTFL faces, the same set as dlib's mtfl-val, not a 300-W split.
+    task = (summary or {}).get("task") or task or TASK_BY_LAYOUT.get(layout or "")
     return EvalSource(f"{name} · {split_dir.name}", split_dir, per_image, layout, task, summary, ced,
                       thumbs, model=name, split=split_dir.name, kind=kind)
 

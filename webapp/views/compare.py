@@ -96,16 +96,19 @@ def show_pair(sources: dict[str, records.EvalSource], aligned: pd.DataFrame, nor
     m3.metric("within the threshold", counts["same"])
     left, right = st.columns([3, 2])
     with left:
-        event = st.plotly_chart(figures.nme_scatter(aligned, a, b, threshold, norm_name), key="compare_scatter",
+        event = st.plotly_chart(figures.nme_scatter(aligned, a, b, threshold), key="compare_scatter",
                                 on_select="rerun", selection_mode="points")
-        st.caption("Green: B better, red: B worse (beyond the threshold band); grey: within it.")
+        st.caption(f"NME in % of the {norm_name}. Green: B better, red: B worse (beyond the threshold band); "
+                   "grey: within it.")
     diff = (aligned[b] - aligned[a]).sort_values(key=np.abs, ascending=False)
+    options = list(diff.index)
+    # A new pair of models opens on its largest change, not on the face the last pair showed.
+    common.reset_on_new_group("compare_pair", (a, b), {"compare_face": options[0]})
     clicked = clicked_face(event, aligned)
     if clicked is not None and clicked != st.session_state.get("compare_last_click"):
         st.session_state["compare_last_click"] = clicked
         st.session_state["compare_face"] = clicked  # before the select box below is drawn
     with right:
-        options = list(diff.index)
         if st.session_state.get("compare_face") not in options:
             st.session_state.pop("compare_face", None)  # another test set was chosen
         face = st.selectbox("Face (largest change first; or click a dot)", options, key="compare_face",
@@ -124,7 +127,8 @@ def main() -> None:
     members = groups[key]
     by_label = {s.label: s for s in members}
     labels = list(by_label)
-    chosen = st.multiselect("Models", labels, default=labels[:MAX_DEFAULT_MODELS], key="compare_models")
+    common.reset_on_new_group("compare", key, {"compare_models": labels[:MAX_DEFAULT_MODELS]})
+    chosen = st.multiselect("Models", labels, key="compare_models")
     if len(chosen) < 2:
         st.caption("Choose two or more models.")
         return

@@ -38,9 +38,7 @@ def main() -> None:
     keys = list(tables)
     labels = [f"{records.group_label(k)} ({len(tables[k])} model{'s' if len(tables[k]) > 1 else ''})" for k in keys]
     key = keys[labels.index(st.selectbox("Test set (task · split)", labels, key="robust_group"))]
-    if st.session_state.get("robust_group_shown") != key:  # a new test set: all its models, not the old picks
-        st.session_state["robust_models"] = list(tables[key])
-        st.session_state["robust_group_shown"] = key
+    common.reset_on_new_group("robust", key, {"robust_models": list(tables[key])})  # all its models
     chosen = st.multiselect("Models", list(tables[key]), key="robust_models")
     if not chosen:
         st.caption("Choose one or more models.")

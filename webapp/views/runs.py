@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -11,13 +13,24 @@ MAX_DEFAULT_RUNS = 4
 PCT_COLUMNS = ("best val NME (%)", "last val NME (%)")
 
 
-def default_selection(runs: list[records.Run]) -> list[str]:
-    """The newest run and the other runs of its task (the usual comparison), at most four."""
+def shipped_runs(checkpoints: list[records.CheckpointInfo]) -> list[str]:
+    """Names of the runs the shipped checkpoints came from (their config's ``records`` folder),
+    the flagship's first."""
+    shipped = sorted((c for c in checkpoints if c.config.get("records")),
+                     key=lambda c: c.name != records.FLAGSHIP)
+    return list(dict.fromkeys(Path(str(c.config["records"])).name for c in shipped))
+
+
+def default_selection(runs: list[records.Run], checkpoints: list[records.CheckpointInfo]) -> list[str]:
+    """The runs of the shipped models that share the flagship's task (curves of one task compare),
+    the flagship's first; without any shipped run, the newest run and the others of its task.
+    At most :data:`MAX_DEFAULT_RUNS`."""
     if not runs:
         return []
-    task = runs[0].task
-    same = [r.name for r in runs if r.task == task]
-    return same[:MAX_DEFAULT_RUNS]
+    by_name = {r.name: r for r in runs}
+    pool = [by_name[n] for n in shipped_runs(checkpoints) if n in by_name] or runs
+    task = pool[0].task
+    return [r.name for r in pool if r.task == task][:MAX_DEFAULT_RUNS]
 
 
 def _fmt(value) -> str:
@@ -90,9 +103,10 @@ def main() -> None:
         st.info(common.NO_RUNS_HINT.format(roots=common.roots_text(records.runs_roots())))
         return
     names = [r.name for r in runs]
-    chosen_names = st.multiselect("Runs to compare", names, default=default_selection(runs),
+    chosen_names = st.multiselect("Runs to compare", names, default=default_selection(runs, common.checkpoints()),
                                   key="runs_selected",
-                                  help="e.g. the nose task with lr 1e-3 vs 2e-3, or filter size 5 vs 7")
+                                  help="Opens with the shipped models' runs. Compare e.g. the nose task with "
+                                       "lr 1e-3 vs 2e-3, or filter size 5 vs 7")
     by_name = {r.name: r for r in runs}
     chosen = [by_name[n] for n in chosen_names]  # in the order the user picked them
     if chosen:

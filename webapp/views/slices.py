@@ -23,10 +23,10 @@ def choose(sources: list[records.EvalSource]) -> tuple[list[records.EvalSource],
     labels = [f"{records.group_label(k)} ({len(groups[k])} model{'s' if len(groups[k]) > 1 else ''})"
               for k in keys]
     label = st.selectbox("Test set (task · split)", labels, key="slices_group")
-    members = groups[keys[labels.index(label)]]
-    by_label = {s.label: s for s in members}
-    chosen = st.multiselect("Models", list(by_label), default=list(by_label)[:MAX_DEFAULT_MODELS],
-                            key="slices_models")
+    key = keys[labels.index(label)]
+    by_label = {s.label: s for s in groups[key]}
+    common.reset_on_new_group("slices", key, {"slices_models": list(by_label)[:MAX_DEFAULT_MODELS]})
+    chosen = st.multiselect("Models", list(by_label), key="slices_models")
     if not chosen:
         st.caption("Choose one or more models.")
         return None
@@ -114,9 +114,10 @@ def show_confidence(srcs: list[records.EvalSource]) -> None:
               for s in with_conf}
     norm_name = with_conf[0].norm_name
     left, right = st.columns(2)
-    left.plotly_chart(figures.confidence_scatter(points, norm_name), key="slices_conf_scatter")
+    left.plotly_chart(figures.confidence_scatter(points), key="slices_conf_scatter")
     curves = {m: records.flagging_curve(nme, conf) for m, (conf, nme) in points.items()}
-    right.plotly_chart(figures.flagging_figure(curves, norm_name), key="slices_flagging")
+    right.plotly_chart(figures.flagging_figure(curves), key="slices_flagging")
+    st.caption(f"NME in % of the {norm_name}.")
     for model, (conf, nme) in points.items():
         ok = np.isfinite(conf) & np.isfinite(nme)
         if ok.sum() > 2:
