@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,12 +70,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         summary = evaluate_model(args.model, data_root=args.data_root, split=args.split, labels=args.labels,
                                  json_out=args.json, flip_test=args.flip_test, save=not args.no_save,
-                                 boxes=args.boxes, dataset=args.dataset, out=args.out)
+                                 boxes=args.boxes, dataset=args.dataset, out=args.out, overwrite=args.overwrite)
     except ValueError as e:  # a split, dataset or box source the task does not have
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_evaluation(summary))
+    _say_shipped_records_kept(args, summary.get("saved_to"))
     return 0
+
+
+def _say_shipped_records_kept(args: argparse.Namespace, saved_to: str | None) -> None:
+    """A note when the results went to runs/eval/ because the model's own records ship with kpcore."""
+    from .paths import RUNS_DIR
+
+    if saved_to and not args.out and Path(saved_to).resolve().is_relative_to((RUNS_DIR / "eval").resolve()):
+        print(f"  ({args.model}'s own records ship with kpcore and were kept; --overwrite replaces them, "
+              f"--out DIR writes elsewhere)")
 
 
 def format_evaluation(summary: dict) -> str:
@@ -103,16 +115,25 @@ def format_evaluation(summary: dict) -> str:
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
     """``evaluate MODEL --perturb ...``: kpcore.evaluation.robustness instead of the plain evaluation."""
+    from .data.datasets import get_task
+    from .evaluation.evaluate import records_dir
     from .evaluation.robustness import evaluate_robustness, format_robustness, parse_perturb
+    from .live.predict import Predictor
 
     try:
-        table = evaluate_robustness(args.model, parse_perturb(args.perturb), data_root=args.data_root,
-                                    split=args.split, out=getattr(args, "out", None), save=not args.no_save)
+        perturbations = parse_perturb(args.perturb)
+        predictor = Predictor.from_pretrained(args.model)
+        task = get_task(predictor.config["task"])
+        split = args.split or ("test" if "test" in task.splits else "val")
+        out = args.out or records_dir(args.model, predictor.folder, split, args.overwrite)
+        table = evaluate_robustness(args.model, perturbations, data_root=args.data_root, split=split, out=out,
+                                    save=not args.no_save, predictor=predictor)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.model}: NME (% of the normalising distance) under perturbations, {int(table['n'].iloc[0])} faces")
     print(format_robustness(table))
+    _say_shipped_records_kept(args, table.attrs.get("saved_to"))  # format_robustness said where it wrote
     return 0
 
 
@@ -174,12 +195,23 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from .console import progress_enabled
     from .live.predict import Predictor
     from .live.smoothing import OneEuroParams
-    from .live.track import track_video
+    from .live.track import read_frames, track_video
 
-    predictor = Predictor.from_pretrained(args.model, threads=args.threads)
+    # FFmpeg's own messages about a damaged file ("partial file", "Error splitting the input into NAL
+    # units") would bury kpcore's one-line error; set OPENCV_FFMPEG_LOGLEVEL to see them.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     params = OneEuroParams(min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff)
+    params.validate()
+    read_frames(args.video)  # a missing file or one that is not a video fails before the model loads
+    predictor = Predictor.from_pretrained(args.model, threads=args.threads)
     summary = track_video(args.video, args.csv, args.video_out, predictor, smooth=not args.no_smooth,
                           params=params, detect_every=args.detect_every, progress=progress_enabled())
+    if not summary["faces"]:
+        from .errors import NoFaceFoundError
+
+        raise NoFaceFoundError(f"no face found in any of the {summary['frames']} frames of {args.video} (the CSV "
+                               f"{summary['csv']} has only its header); try a video where a face is larger "
+                               f"and frontal, or --detect-every 1")
     print(f"{summary['frames']} frames, {summary['faces']} face(s), detector ran on {summary['detector_runs']} "
           f"frame(s), {summary['fps']} frames/s; points -> {summary['csv']}")
     if "video" in summary:
@@ -190,7 +222,8 @@ def _cmd_track(args: argparse.Namespace) -> int:
 def _cmd_push(args: argparse.Namespace) -> int:
     from .models.hub import push
 
-    url = push(args.model_dir, args.repo_id, token=args.token, private=args.private)
+    timeout = {"timeout": args.timeout} if args.timeout else {}  # default: kpcore.models.hub.HUB_TIMEOUT_S
+    url = push(args.model_dir, args.repo_id, token=args.token, private=args.private, **timeout)
     print(f"pushed to {url}")
     return 0
 
@@ -404,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job", help="job YAML file")
     s.add_argument("--data-root", help=data_root_help)
     s.add_argument("--out", help="run folder (default: runs/<job name>)")
-    s.add_argument("--epochs", type=int, help="override the number of epochs")
+    s.add_argument("--epochs", type=_count(1), help="override the number of epochs")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
     s.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -420,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="also write the summary JSON here")
     s.add_argument("--flip-test", action="store_true", help="average with the prediction on the flipped face")
     s.add_argument("--no-save", action="store_true", help="write no result files")
-    s.add_argument("--out", help="write the result files here (default: <model>/eval/<split>/)")
+    s.add_argument("--out", help="write the result files here (default: <model>/eval/<split>/; for a model "
+                                 "that ships with kpcore, 'dlib' or a Hub model: runs/eval/<model>/<split>/)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="write a shipped model's results into its own eval/ folder (or records/dlib/), "
+                        "replacing the records that ship with it")
     s.add_argument("--dataset", choices=["mtfl"],
                    help="evaluate on another dataset: mtfl = MTFL's five points mapped from the 68, per pose")
     s.add_argument("--boxes", choices=["dataset", "detector"], default="dataset",
@@ -462,12 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "kpcore predict's engines vs dlib and MediaPipe on 1,000 photos); rows of sections not run "
                         "are kept")
     s.add_argument("--model", help="checkpoint for the speed and video sections (default: checkpoints/face68-300w)")
-    s.add_argument("--threads", type=int, help="CPU threads (default 2)")
+    s.add_argument("--threads", type=_count(1), help="CPU threads (default 2)")
     s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("track", help="keypoints on every frame of a video, tracked and smoothed, to CSV")
     s.add_argument("video", help="any video file OpenCV reads (mp4, avi, mkv, webm, y4m...)")
-    s.add_argument("--csv", required=True, help="write frame,face,point,x,y rows here")
+    s.add_argument("--csv", required=True, metavar="OUT.csv",
+                   help="required: write frame,face,point,x,y rows here")
     s.add_argument("--video", dest="video_out", help="also write the annotated video here (.mp4, H.264)")
     s.add_argument("--model", default="face68-300w", help="checkpoint folder or name (default: face68-300w)")
     s.add_argument("--no-smooth", action="store_true", help="raw per-frame points (no One Euro filter)")
@@ -476,9 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beta", type=float, default=OneEuroDefaults.beta,
                    help="One Euro speed coefficient (higher: less lag in motion)")
     s.add_argument("--d-cutoff", type=float, default=OneEuroDefaults.d_cutoff, help="One Euro speed cutoff, Hz")
-    s.add_argument("--detect-every", type=int, default=30,
+    s.add_argument("--detect-every", type=_count(0), default=30,
                    help="frames between searches for new faces (0: only when no face is tracked)")
-    s.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
+    s.add_argument("--threads", type=_count(1), help="CPU threads for the model (default: all cores)")
     s.set_defaults(func=_cmd_track)
 
     s = sub.add_parser("push", help="push a checkpoint folder to the Hugging Face Hub")
@@ -486,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("repo_id")
     s.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
     s.add_argument("--private", action="store_true")
+    s.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                   help="seconds to wait for the Hub to answer one request before giving up (default: 60)")
     s.set_defaults(func=_cmd_push)
 
     s = sub.add_parser("predict", help="faces and points of one photo (printed), or of many photos, folders and "
@@ -529,6 +569,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DEBUG_ENV = "KPCORE_DEBUG"
+"""Set to 1 for the traceback of an unexpected error instead of its one-line summary."""
+
+
+def _count(least: int):
+    """An argparse type: an integer >= ``least``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is too small; give {least} or more")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} s: give a positive number of seconds")
+    return value
+
+
+def _describe_os_error(e: OSError) -> str:
+    """An OSError in words, with what to do."""
+    where = f" {e.filename}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"the disk is full{' writing' + where if where else ''}; free some space and run again"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission to write or read{where} ({e.strerror}); choose another folder or fix its permissions"
+    if e.errno is None or not e.strerror:  # raised by kpcore with its own message
+        return str(e)
+    return f"{e.strerror}:{where}" + ("; check the path" if e.errno in (errno.ENOENT, errno.ENOTDIR) else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -539,6 +619,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a missing or unreadable file, a full disk, a folder that cannot be written
+        print(f"error: {_describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # kpcore's checks of an input raise ValueError (see kpcore.errors)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: kpcore {args.command} failed unexpectedly ({type(e).__name__}: {str(e)[:300]}); rerun "
+              f"with {DEBUG_ENV}=1 for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -42,3 +42,7 @@ class CheckpointError(KpcoreError, ValueError):
 
 class HubError(KpcoreError, RuntimeError):
     """Pushing to or pulling from the Hugging Face Hub failed."""
+
+
+class BadVideoError(KpcoreError, ValueError):
+    """An input video cannot be used (not a video, no frame can be decoded, ...)."""

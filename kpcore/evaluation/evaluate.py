@@ -7,6 +7,11 @@ models and a ``pose`` column on MTFL), ``ced.csv`` and overlay thumbnails of the
 ``MODEL`` may also be ``dlib`` (its 68-point predictor on the same boxes, saved
 under ``records/dlib/``), and ``--dataset mtfl`` measures a 68-point model on
 MTFL's five points, per head pose.
+
+The records of what ships (a model under ``checkpoints/`` or in the package, ``records/``)
+and of a model in the Hugging Face cache are never replaced unless asked
+(``overwrite``): the results then go to ``runs/eval/<model>/<split>/`` instead
+(:func:`records_dir`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ..errors import DatasetNotFoundError
 from ..live.predict import Predictor
 from ..live.render import draw_keypoints
 from ..models.checkpoint import atomic_write_text
-from ..paths import RECORDS_DIR
+from ..paths import CHECKPOINTS_DIR, RECORDS_DIR, RUNS_DIR
 from .metrics import FAILURE_THRESHOLD, ced, failure_rate, px_error, summarize
 
 N_THUMBS = 12
@@ -77,6 +82,32 @@ REFERENCES = ("dlib",)
 REFERENCE_RECORDS = RECORDS_DIR
 
 
+def is_shipped(folder: str | Path) -> bool:
+    """Whether ``folder`` lies under what ships with kpcore (``checkpoints/``, ``records/``, the
+    package) or in the Hugging Face cache: records there are not replaced without ``overwrite``."""
+    from huggingface_hub import constants
+
+    from .. import __file__ as package_init
+
+    folder = Path(folder).resolve()
+    roots = (CHECKPOINTS_DIR, RECORDS_DIR, Path(package_init).parent, Path(constants.HF_HUB_CACHE))
+    return any(folder.is_relative_to(Path(root).resolve()) for root in roots)
+
+
+def records_dir(model: str | Path, folder: Path | None, name: str, overwrite: bool = False) -> Path | None:
+    """Where the results of ``name`` (a split) go when no ``out`` is given: ``<folder>/eval/<name>``,
+    or ``runs/eval/<model>/<name>`` for a shipped or downloaded ``folder`` unless ``overwrite``."""
+    if folder is None:
+        return None
+    if overwrite or not is_shipped(folder):
+        return Path(folder) / "eval" / name
+    from huggingface_hub import constants
+
+    downloaded = Path(folder).resolve().is_relative_to(Path(constants.HF_HUB_CACHE).resolve())
+    label = str(model).replace("/", "--") if downloaded else Path(folder).name  # a snapshot's name is a hash
+    return RUNS_DIR / "eval" / label / name
+
+
 def _reference(name: str):
     if name == "dlib":
         from .reference import DlibLandmarks
@@ -112,7 +143,7 @@ def _pose_summary(per_nme: np.ndarray, poses: list[int], threshold: float) -> li
 def evaluate_model(model: str | Path, data_root=None, split: str | None = None, labels=None,
                    json_out: str | Path | None = None, flip_test: bool = False, save: bool = True,
                    predictor: Predictor | None = None, boxes: str = "dataset", dataset: str | None = None,
-                   out: str | Path | None = None) -> dict:
+                   out: str | Path | None = None, overwrite: bool = False) -> dict:
     """Evaluate a checkpoint folder / Hub repo id (or ``"dlib"``) on a split.
 
     Args:
@@ -129,6 +160,8 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
             by the true eye-centre distance, counts failures at NME > 0.10 and adds the
             figures per head-pose class (``summary["by_pose"]``).
         out: Folder for the result files; nothing is then written into the model folder.
+        overwrite: Replace the records of a shipped model (or of ``records/dlib``) when ``out`` is
+            not given; without it they go to ``runs/eval/<model>/<split>/`` (:func:`records_dir`).
 
     Returns:
         The summary dict (``n, mean_px_error, nme, failure_rate, auc, mae, per_keypoint_*,
@@ -197,11 +230,11 @@ def evaluate_model(model: str | Path, data_root=None, split: str | None = None, 
                     "layout": task.facts.name, "norm": task.facts.norm_name})
     summary["per_image"] = [{"image": r.image, "nme": float(r.nme), "px_error": float(r.px_error)}
                             for r in frame.itertuples()]
-    if save and (out is not None or folder is not None):
-        target = Path(out) if out is not None else Path(folder) / "eval" / name
-        thumbs_from = task.facts
-        _save(target, predictor if not is_reference else None, summary, frame, samples, pred, thumbs_from,
-              refresh_card=out is None and not is_reference)
+    target = Path(out) if out is not None else records_dir(model, folder, name, overwrite)
+    if save and target is not None:
+        into_model = folder is not None and target == Path(folder) / "eval" / name
+        _save(target, predictor if not is_reference else None, summary, frame, samples, pred, task.facts,
+              refresh_card=into_model and not is_reference)
         summary["saved_to"] = str(target)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import KpcoreError
+
 PREDICTOR_ENV = "KPCORE_DLIB_PREDICTOR"
 """Environment variable naming dlib's ``shape_predictor_68_face_landmarks.dat``."""
 DEFAULT_PREDICTOR = Path("/usr/share/dlib/shape_predictor_68_face_landmarks.dat")
@@ -35,6 +37,14 @@ DLIB_POINTS = 68
 _INSTALL_HINT = ("install dlib with `pip install dlib-bin` (or `pip install dlib`, which compiles) and the "
                  "predictor file with Debian's `apt-get install libdlib-data`, or set "
                  f"${PREDICTOR_ENV} to a shape_predictor_68_face_landmarks.dat")
+
+
+class DlibUnavailableError(KpcoreError, ImportError):
+    """dlib is not installed; the message says how to install it."""
+
+
+class DlibPredictorMissingError(KpcoreError, FileNotFoundError):
+    """dlib's predictor file is missing; the message says where to get it."""
 
 
 def predictor_path(path: str | os.PathLike | None = None) -> Path:
@@ -52,18 +62,20 @@ class DlibLandmarks:
         path: The ``.dat`` predictor file (default :func:`predictor_path`).
 
     Raises:
-        ImportError: dlib is not installed (the message says how to install it).
-        FileNotFoundError: The predictor file is missing (the message says where to get it).
+        DlibUnavailableError: dlib is not installed (an ImportError; the message says how to install it).
+        DlibPredictorMissingError: The predictor file is missing (a FileNotFoundError; the message says
+            where to get it).
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         try:
             import dlib
         except ImportError as e:
-            raise ImportError(f"dlib is not installed, so DlibLandmarks cannot run; {_INSTALL_HINT}") from e
+            raise DlibUnavailableError(f"dlib is not installed, so its predictor cannot run; {_INSTALL_HINT}") \
+                from e
         self.path = predictor_path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"dlib's predictor file {self.path} does not exist; {_INSTALL_HINT}")
+            raise DlibPredictorMissingError(f"dlib's predictor file {self.path} does not exist; {_INSTALL_HINT}")
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(self.path))
 

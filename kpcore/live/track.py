@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from ..data import geometry as geo
+from ..errors import BadVideoError
 from .smoothing import FaceFilter, OneEuroParams
 
 DEFAULT_MODEL = "face68-300w"
@@ -271,14 +272,29 @@ class Tracker:
 
 # ------------------------------------------------------------------ video i/o
 def read_frames(video: str | os.PathLike) -> tuple[Iterator[np.ndarray], float, int, tuple[int, int]]:
-    """``(RGB frames, fps, frame count (0 if unknown), (width, height))`` of any video OpenCV reads."""
+    """``(RGB frames, fps, frame count (0 if unknown), (width, height))`` of any video OpenCV reads.
+
+    The first frame is decoded here, so that a file that is not a video, or one whose frames
+    cannot be decoded (truncated, damaged), fails now rather than as a video of 0 frames.
+
+    Raises:
+        FileNotFoundError: No such file.
+        BadVideoError: Not a video OpenCV reads, or no frame of it decodes.
+    """
     path = Path(video)
     if not path.is_file():
-        raise FileNotFoundError(f"video {path} does not exist")
+        what = "is a folder, not a video file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"video {path} {what}; check the path")
+    convert = f"convert it, e.g. `ffmpeg -i {path.name} -c:v libx264 out.mp4`"
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise ValueError(f"OpenCV cannot open {path} as a video; convert it, e.g. "
-                         f"`ffmpeg -i {path.name} -c:v libx264 out.mp4`")
+        cap.release()
+        raise BadVideoError(f"OpenCV cannot open {path} as a video (not a video, or damaged); {convert}")
+    ok, first = cap.read()
+    if not ok:
+        cap.release()
+        raise BadVideoError(f"OpenCV cannot decode any frame of {path} (truncated, damaged, or not a video); "
+                            f"check the file, or {convert}")
     fps = cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
     fps = fps if 1 <= fps <= 1000 else DEFAULT_FPS
     count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
@@ -286,6 +302,7 @@ def read_frames(video: str | os.PathLike) -> tuple[Iterator[np.ndarray], float, 
 
     def frames() -> Iterator[np.ndarray]:
         try:
+            yield cv2.cvtColor(first, cv2.COLOR_BGR2RGB)
             while True:
                 ok, bgr = cap.read()
                 if not ok:

@@ -299,8 +299,11 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> TrainConfi
         raise ConfigError(f"job file {path} not found; the jobs in train_jobs/ are: {jobs}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job file is a YAML mapping of fields (task:, model:, optim:, ...), "
+                          f"not a {type(data).__name__}; see train_jobs/nose_imm.yaml")
     data = apply_overrides(data, overrides or [])
     data.setdefault("name", path.stem)
     try:
