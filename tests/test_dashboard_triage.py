@@ -268,7 +268,7 @@ def test_page_counts_charts_faces_ranking_and_download(collection) -> None:
 def test_page_download_bytes_read_back_as_a_batch_table(collection) -> None:
     df = tr.read_table(collection["table"])
     kept = tr.faces(df)[tr.FaceFilter(confidence=(0.5, 1.0)).mask(tr.faces(df))]
-    csv, parquet = page_helpers.table_bytes(kept, df.attrs["kpcore"])
+    csv, parquet = page_helpers.table_csv(kept), page_helpers.table_parquet(kept, df.attrs["kpcore"])
     back = tr.read_table(parquet, name="kept.parquet")
     assert back.attrs["kpcore"] == META and len(back) == 5 and tr.SIDE in back  # SIDE is added again on reading
     assert tr.SIDE not in pq.read_table(io.BytesIO(parquet)).column_names

@@ -62,19 +62,23 @@ def resolve_under(root: Path, text: str) -> Path:
     return path
 
 
-def table_bytes(rows: pd.DataFrame, meta: dict) -> tuple[bytes, bytes]:
-    """Rows of a batch table as CSV and as Parquet (with the table's ``kpcore`` metadata), for download;
-    the column the page adds on reading (the face size) is left out."""
+def table_csv(rows: pd.DataFrame) -> bytes:
+    """Rows of a batch table as CSV, for download (without the face-size column the page adds)."""
+    return rows.drop(columns=[SIDE], errors="ignore").to_csv(index=False).encode()
+
+
+def table_parquet(rows: pd.DataFrame, meta: dict) -> bytes:
+    """Rows of a batch table as Parquet with the table's ``kpcore`` metadata, for download
+    (without the face-size column the page adds)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = rows.drop(columns=[SIDE], errors="ignore")
-    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = pa.Table.from_pandas(rows.drop(columns=[SIDE], errors="ignore"), preserve_index=False)
     if meta:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    return rows.to_csv(index=False).encode(), buf.getvalue()
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------- images

@@ -195,7 +195,8 @@ class FaceFilter:
 
 def lowest_confidence(df: pd.DataFrame, n: int) -> pd.DataFrame:
     """The ``n`` faces of lowest confidence, lowest first (a face without one counts as lowest)."""
-    return df.sort_values("confidence", kind="stable", na_position="first").head(n)
+    order = df["confidence"].astype(float).fillna(-np.inf).sort_values(kind="stable").index[:n]
+    return df.loc[order]  # sorting one column, not the wide table
 
 
 # ---------------------------------------------------------------------- labels
