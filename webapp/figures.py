@@ -24,6 +24,7 @@ def color(i: int) -> str:
 
 MIN_TICKS = 3  # labelled ticks a log axis should show at the least
 LOG_MANTISSAS = ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9))  # coarse to fine
+LOW_TICK_GAP = 1.3  # least ratio between the lowest value's own tick and the next one up
 
 
 def log_ticks(values: np.ndarray) -> list[float]:
@@ -37,9 +38,15 @@ def log_ticks(values: np.ndarray) -> list[float]:
     lo, hi = float(v.min()), float(v.max())
     decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
     for mantissas in LOG_MANTISSAS:
-        ticks = [m * 10.0**d for d in decades for m in mantissas if lo <= m * 10.0**d <= hi]
+        ticks = [float(f"{m * 10.0**d:.6g}") for d in decades for m in mantissas if lo <= m * 10.0**d <= hi]
         if len(ticks) >= MIN_TICKS:
-            return [float(f"{t:.6g}") for t in ticks]
+            # The lowest value (a run's best) gets its own label, rounded up to two digits, when the
+            # next tick is far enough above it not to collide.
+            step = 10.0 ** (np.floor(np.log10(lo)) - 1)
+            floor_tick = float(f"{np.ceil(lo / step) * step:.6g}")
+            if floor_tick <= hi and ticks[0] / floor_tick >= LOW_TICK_GAP:
+                ticks.insert(0, floor_tick)
+            return ticks
     if hi == lo:
         return [float(f"{lo:.3g}")]
     raw = (hi - lo) / MIN_TICKS
