@@ -161,6 +161,8 @@ def test_face_filter_keeps_the_faces_inside_every_range(collection) -> None:
     small = faces[tr.FaceFilter(side=(0, 40)).mask(faces)]
     assert small["confidence"].tolist() == [0.2]  # the one small face (r = 15)
     assert tr.lowest_confidence(faces, 2)["confidence"].tolist() == [0.05, 0.2]
+    video = faces[faces["frame"].notna()]  # one tracked face over two frames
+    assert len(tr.lowest_confidence(video, 5)) == 2 and len(tr.lowest_confidence(video, 5, one_per_track=True)) == 1
 
 
 # ------------------------------------------------------------------- labels
@@ -251,12 +253,15 @@ def test_page_counts_charts_faces_ranking_and_download(collection) -> None:
     assert "model: `test-face68`" in at.caption[0].value
     assert len(list(at.get("plotly_chart"))) == 6  # per image, confidence, pose, size, ranking, NME vs confidence
     captions = [im.proto.imgs[0].caption for im in at.image]
-    assert len(captions) == 7 and captions[0].startswith("#1 · a.jpg · face 0 · conf 0.05 · NME 20.0%")
+    assert len(captions) == 6 and captions[0].startswith("#1 · a.jpg · face 0 · conf 0.05 · NME 20.0%")
+    assert sum("clip.mp4 · frame" in c for c in captions) == 1  # one frame per tracked face
     assert "points are drawn on a blank canvas" in "\n".join(c.value for c in at.caption)  # the video is not on disk
     assert m["labelled faces"] == "2" and m["failures (NME > 8%)"] == "1"
     assert m["failures in the lowest 10% of confidence"] == "100% (1 of 1)"
     assert at.get("download_button")[0].proto.label == "CSV (7 rows)"
 
+    at.checkbox(key="triage_per_track").uncheck().run()  # the video's second frame too
+    assert len(at.image) == 7
     at.slider(key="triage_confidence").set_value((0.5, 1.0)).run()
     assert not at.exception
     assert at.get("download_button")[1].proto.label == "Parquet (5 rows)"
@@ -288,7 +293,7 @@ def test_page_refuses_a_path_outside_the_folder_and_reads_an_upload(collection, 
     assert not at.exception, [e.value for e in at.exception]
     # The upload names photos outside the batch folder and the data root: counted, never read.
     assert metrics(at)["faces"] == "7" and "labelled faces" not in metrics(at)
-    assert "7 photo(s) are not on this machine" in "\n".join(c.value for c in at.caption)
+    assert "6 of these faces come from a photo or video not readable here" in "\n".join(c.value for c in at.caption)
 
 
 def test_an_uploaded_table_reads_photos_and_labels_under_the_data_root(collection, monkeypatch) -> None:
@@ -299,7 +304,7 @@ def test_an_uploaded_table_reads_photos_and_labels_under_the_data_root(collectio
     at.file_uploader(key="triage_upload").set_value(("up.csv", upload.read_bytes(), "text/csv")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert metrics(at)["labelled faces"] == "2"
-    assert "2 photo(s) are not on this machine" in "\n".join(c.value for c in at.caption)  # the video
+    assert "1 of these faces come from a photo or video not readable here" in "\n".join(c.value for c in at.caption)  # the video
 
 
 def test_page_with_no_tables_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

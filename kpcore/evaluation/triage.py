@@ -193,10 +193,16 @@ class FaceFilter:
         return keep
 
 
-def lowest_confidence(df: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The ``n`` faces of lowest confidence, lowest first (a face without one counts as lowest)."""
-    order = df["confidence"].astype(float).fillna(-np.inf).sort_values(kind="stable").index[:n]
-    return df.loc[order]  # sorting one column, not the wide table
+def lowest_confidence(df: pd.DataFrame, n: int, one_per_track: bool = False) -> pd.DataFrame:
+    """The ``n`` faces of lowest confidence, lowest first (a face without one counts as lowest).
+
+    ``one_per_track`` keeps only the least confident frame of each video face (``source`` and the
+    tracker's ``face`` id), so one bad track does not fill the list with its frames.
+    """
+    order = df["confidence"].astype(float).fillna(-np.inf).sort_values(kind="stable").index
+    if one_per_track:  # a photo's (source, face) pairs are unique already
+        order = order[~df.loc[order, ["source", "face"]].duplicated().to_numpy()]
+    return df.loc[order[:n]]  # sorting one column, not the wide table
 
 
 # ---------------------------------------------------------------------- labels

@@ -161,8 +161,12 @@ def face_tile(row: pd.Series, k_points: int, roots: tuple[Path, ...] | None) -> 
 
 def show_lowest(faces: pd.DataFrame, nme: pd.Series | None, roots: tuple[Path, ...] | None) -> None:
     st.subheader("Least confident faces")
-    n = st.slider("faces shown", 4, MAX_SHOWN, DEFAULT_SHOWN, step=4, key="triage_shown")
-    lowest = tr.lowest_confidence(faces, n)
+    c1, c2 = st.columns([3, 1])
+    n = c1.slider("faces shown", 4, MAX_SHOWN, DEFAULT_SHOWN, step=4, key="triage_shown")
+    has_video = faces["frame"].notna().any()
+    one_per_track = has_video and c2.checkbox("one frame per video face", value=True, key="triage_per_track",
+                                              help="only the least confident frame of each tracked face")
+    lowest = tr.lowest_confidence(faces, n, one_per_track=one_per_track)
     k = tr.num_points(faces)
     cols = st.columns(NCOLS)
     missing = 0
@@ -178,7 +182,8 @@ def show_lowest(faces: pd.DataFrame, nme: pd.Series | None, roots: tuple[Path, .
             st.image(tile, width="stretch", caption=caption)
     st.caption(":red[**●**] predicted point · :orange[**○**] point of low confidence (< "
                f"{LOW_CONFIDENCE:g}) · :orange[**▭**] face of low confidence · :blue[**▭**] detector box"
-               + (f"  \n{missing} photo(s) are not on this machine (or not readable here): their points are drawn on a blank canvas."
+               + (f"  \n{missing} of these faces come from a photo or video not readable here: their points "
+                  "are drawn on a blank canvas."
                   if missing else ""))
 
 
