@@ -147,6 +147,10 @@ def test_counts_reasons_and_faces_per_image(collection) -> None:
                               "unreadable": 1, "error": 0}
     why = tr.reasons(df)
     assert set(why["status"]) == {"no_face", "unreadable"} and why["rows"].sum() == 2
+    assert "<file> is not a readable image" in why.set_index("status").loc["unreadable", "reason"]
+    more = pd.concat([df, pd.DataFrame([empty_row(Path(f"/x/y/bad{i}.jpg"), "unreadable",
+                                                  f"'/x/y/bad{i}.jpg' is not an image", None) for i in range(3)])])
+    assert tr.reasons(more).set_index("reason").loc["'<file>' is not an image", "rows"] == 3  # one reason, 3 files
     per_image = tr.faces_per_image(df)
     assert len(per_image) == 7  # the unreadable file is not an image with 0 faces
     assert sorted(per_image.tolist()) == [0, 1, 1, 1, 1, 1, 2]
@@ -257,7 +261,7 @@ def test_page_counts_charts_faces_ranking_and_download(collection) -> None:
     assert sum("clip.mp4 · frame" in c for c in captions) == 1  # one frame per tracked face
     assert "points are drawn on a blank canvas" in "\n".join(c.value for c in at.caption)  # the video is not on disk
     assert m["labelled faces"] == "2" and m["failures (NME > 8%)"] == "1"
-    assert m["failures in the lowest 10% of confidence"] == "100% (1 of 1)"
+    assert m["failures in lowest 10%"] == "100% (1 of 1)"
     assert at.get("download_button")[0].proto.label == "CSV (7 rows)"
 
     at.checkbox(key="triage_per_track").uncheck().run()  # the video's second frame too

@@ -148,13 +148,25 @@ def counts(df: pd.DataFrame) -> dict[str, int]:
 
 
 def reasons(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows without a face grouped by status and reason: ``status, reason, rows, example``."""
+    """Rows without a face grouped by status and reason: ``status, reason, rows, example``.
+
+    A message that names its file (``'/x/notes.jpg' is not an image ...``) has the name replaced
+    by :data:`FILE_MARK`, so a thousand unreadable files make one reason, not a thousand.
+    """
     rest = df.loc[~df["status"].isin(FACE_STATUSES), ["source", "status", "error"]]
     if rest.empty:
         return pd.DataFrame(columns=["status", "reason", "rows", "example"])
-    rest = rest.assign(reason=rest["error"].fillna("").astype(str))
+    rest = rest.assign(reason=[_without_file(str(e), str(s)) if isinstance(e, str) else ""
+                               for e, s in zip(rest["error"], rest["source"], strict=True)])
     table = rest.groupby(["status", "reason"], sort=False).agg(rows=("source", "size"), example=("source", "first"))
     return table.reset_index().sort_values("rows", ascending=False, kind="stable").reset_index(drop=True)
+
+
+FILE_MARK = "<file>"
+
+
+def _without_file(error: str, source: str) -> str:
+    return error.replace(source, FILE_MARK).replace(Path(source).name, FILE_MARK)
 
 
 def faces_per_image(df: pd.DataFrame) -> pd.Series:

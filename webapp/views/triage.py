@@ -87,10 +87,11 @@ def choose_table() -> Opened | None:
         tables = triage.list_tables(root)
         names = [str(p.relative_to(root)) for p in tables]
         c1, c2 = st.columns(2)
-        picked = c1.selectbox(f"Tables in `{root}`", names, key="triage_table",
-                              placeholder="no tables here", help=f"the folder is set by ${triage.BATCH_ENV}")
         typed = c2.text_input("…or a path inside that folder", key="triage_path",
-                              help="absolute, or relative to the batch folder; paths outside it are refused")
+                              help="absolute, or relative to the batch folder; paths outside it are refused. "
+                                   "Clear it to pick from the list again.")
+        picked = c1.selectbox(f"Tables in `{root}`", names, key="triage_table", disabled=bool(typed.strip()),
+                              placeholder="no tables here", help=f"the folder is set by ${triage.BATCH_ENV}")
         if not typed.strip() and picked is None:
             st.info(NO_TABLES_HINT.format(root=root, env=triage.BATCH_ENV))
             return None
@@ -119,7 +120,9 @@ def show_counts(df: pd.DataFrame) -> None:
     why = tr.reasons(df)
     if not why.empty:
         with st.expander(f"Images without a face: {len(why)} reason(s)", icon=":material/help:"):
-            st.dataframe(why, hide_index=True, width="stretch", key="triage_reasons")
+            st.dataframe(why, hide_index=True, width="stretch", key="triage_reasons",
+                         column_config={"reason": st.column_config.TextColumn(width="large"),
+                                        "example": st.column_config.TextColumn("example file", width="medium")})
 
 
 def face_filter(faces: pd.DataFrame) -> tr.FaceFilter:
@@ -201,10 +204,10 @@ def show_ranking(df: pd.DataFrame, match: tr.LabelMatch) -> None:
                         "have no detected face over the labelled one")
     cols[1].metric("mean NME", f"{100 * match.nme.mean():.2f}%" if match.matched else "–")
     cols[2].metric(f"failures (NME > {100 * threshold:g}%)", f"{rank.failures:,}")
-    cols[3].metric(f"failures in the lowest {pct} of confidence",
+    cols[3].metric(f"failures in lowest {pct}",
                    "–" if not rank.failures else f"{rank.share:.0%} ({rank.found} of {rank.failures})",
-                   help=f"the {rank.inspected} least confident of {rank.faces} labelled faces; random order finds "
-                        f"{pct} of the failures, the best possible order {rank.best:.0%}")
+                   help=f"share of the failures among the {rank.inspected} least confident of {rank.faces} labelled "
+                        f"faces; random order finds {pct} of the failures, the best possible order {rank.best:.0%}")
     st.caption(f"NME: mean point distance over the {W300_FACTS.norm_name}, against the {tr.LABEL_SUFFIX} file "
                f"beside each photo; each label is matched to the detected face whose box overlaps its points' "
                f"box most (IoU ≥ {tr.MIN_MATCH_IOU:g}). Over all labelled faces of the table, not only the "
