@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from streamlit.testing.v1 import AppTest
 from kpcore.evaluation import triage as tr
 from kpcore.evaluation.metrics import nme as nme_metric
 from webapp import triage as page_helpers
+
+from .conftest import DATA_ROOT
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = str(REPO / "webapp" / "dashboard.py")
@@ -324,3 +327,33 @@ def test_unlabelled_collection_shows_no_ranking(collection) -> None:
     assert "labelled faces" not in metrics(at)
     assert any("No label files" in c.value for c in at.caption)
     assert len(list(at.get("plotly_chart"))) == 4
+
+
+# ------------------------------------------------------- a real batch table
+HELEN = DATA_ROOT / "ibug_300W_subset" / "helen" / "testset"
+# Two photos with one face each, and one where the detector also finds a second, unlabelled face.
+HELEN_PHOTOS = ("296814969_3", "2968560214_1", "2985256907_1")
+
+
+@pytest.mark.skipif(not HELEN.is_dir(), reason=f"300-W helen testset not found under {DATA_ROOT}; set KPCORE_DATA")
+def test_page_on_a_table_written_by_kpcore_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpcore.live.batch import run_batch
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for stem in HELEN_PHOTOS:
+        for suffix in (".jpg", ".pts"):
+            shutil.copy(HELEN / f"{stem}{suffix}", photos)
+    (photos / "notes.jpg").write_text("not a photo")
+    batch = tmp_path / "batch"
+    run_batch([photos], batch / "helen.parquet")
+    monkeypatch.setenv(page_helpers.BATCH_ENV, str(batch))
+
+    at = open_triage()
+    m = metrics(at)
+    assert (m["images"], m["faces"], m["unreadable"], m["labelled faces"]) == ("4", "4", "1", "3")
+    match = tr.match_labels(tr.read_table(batch / "helen.parquet"))
+    assert match.matched == 3 and (match.nme.dropna() < 0.08).all()  # three well-predicted frontal faces
+    first = at.image[0].proto.imgs[0].caption
+    assert first.startswith("#1 · 2985256907_1.jpg · face 1") and "NME" not in first  # the unlabelled extra face
+    assert "nothing to rank" in at.info[0].value
