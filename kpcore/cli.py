@@ -537,8 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "re-run the same command after an interruption to finish it")
     s.add_argument("--model", default=DEFAULT_PREDICT_MODEL,
                    help=f"checkpoint folder, shipped name or Hub repo id (default: {DEFAULT_PREDICT_MODEL})")
-    s.add_argument("--workers", type=int, default=1,
-                   help="processes on this machine (local) or actors (ray), the cores split between them")
+    s.add_argument("--workers", type=int,
+                   help="processes on this machine (local) or actors (ray), the cores split between them "
+                        "(default: one per core, one thread each)")
     s.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local processes, or Ray Data (a cluster in $RAY_ADDRESS, else a local Ray)")
     s.add_argument("--min-confidence", type=float, metavar="C",

@@ -200,6 +200,13 @@ def test_ray_engine_gives_the_table_of_the_local_engine(local_table, inputs: Pat
     assert_same_table(read_table(tmp_path / "ray.parquet"), local_table[1])
 
 
+def test_workers_default_to_one_per_core_but_not_more_than_the_chunks() -> None:
+    from kpcore.live.batch import available_cores, default_workers
+
+    assert default_workers("local", chunks=1) == 1
+    assert default_workers("local", chunks=10_000) == available_cores()
+
+
 # ------------------------------------------------------------------ resume
 def _photos(tmp_path: Path, n: int) -> Path:
     folder = tmp_path / "photos"
