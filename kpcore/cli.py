@@ -412,6 +412,7 @@ def _predict_one_photo(args: argparse.Namespace, model: str, image: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .live.batch import DEFAULT_CHUNK as BATCH_CHUNK  # light: numpy only
     from .live.smoothing import OneEuroParams as OneEuroDefaults  # light: numpy only
+    from .live.batch import RAY_CHUNK
 
     p = argparse.ArgumentParser(prog="kpcore", description="Facial keypoint detection: data, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -545,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-confidence", type=float, metavar="C",
                    help="mark faces whose keypoint confidence is below C (0..1) as status low_confidence")
     s.add_argument("--min-score", type=float, metavar="S", help="face detector score threshold (0..1)")
-    s.add_argument("--chunk-size", type=int, default=BATCH_CHUNK,
-                   help="inputs per chunk written to <out>.parts/ (a kill loses at most the chunks in flight)")
+    s.add_argument("--chunk-size", type=int,
+                   help=f"inputs per chunk written to <out>.parts/ (a kill loses at most the chunks in flight; "
+                        f"default {BATCH_CHUNK}, {RAY_CHUNK} on Ray)")
     s.add_argument("--overwrite", action="store_true",
                    help="start the table afresh (default: keep its rows and add the inputs it lacks)")
     s.add_argument("--json", metavar="OUT", help="one photo: write the faces as compact JSON here ('-': to stdout)")

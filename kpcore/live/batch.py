@@ -75,6 +75,9 @@ decoded, or missing), ``error`` (anything else)."""
 
 DEFAULT_CHUNK = 32
 """Inputs per chunk: the unit of work, of progress with several workers, and of loss on a kill."""
+RAY_CHUNK = 64
+"""The Ray engine's default chunk: Ray's cost per batch is higher (1,000 photos on 2 cores: 58 photos/s
+at 32 a batch, 74 at 64, against 77-79 for the local engine)."""
 METADATA_KEY = b"kpcore"
 """Parquet schema-metadata key holding the run's JSON description (model, version, points)."""
 PARTS_SUFFIX = ".parts"
@@ -761,11 +764,12 @@ ENGINES = {"local": local_engine, "ray": ray_engine}
 # ------------------------------------------------------------------ the run
 def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, model: str = "face68-300w",
               workers: int | None = None, engine: str = "local", options: BatchOptions | None = None,
-              chunk_size: int = DEFAULT_CHUNK, progress: bool = False, overwrite: bool = False) -> dict:
+              chunk_size: int | None = None, progress: bool = False, overwrite: bool = False) -> dict:
     """Predict on every input and write one table to ``out`` (resumable; see the module docstring).
 
     ``workers``: processes (local) or actors (ray), the cores split between them;
-    None: :func:`default_workers` (one per core).
+    None: :func:`default_workers` (one per core). ``chunk_size``: inputs per chunk
+    (None: :data:`DEFAULT_CHUNK`, :data:`RAY_CHUNK` on Ray).
 
     Returns:
         A summary: ``inputs``, ``skipped_inputs`` (done in an earlier run), ``rows``, ``faces``,
@@ -784,6 +788,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, model
         raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     if workers is not None and workers < 1:
         raise InputError(f"workers must be >= 1; got {workers}")
+    if chunk_size is None:
+        chunk_size = RAY_CHUNK if engine == "ray" else DEFAULT_CHUNK
     if chunk_size < 1:
         raise InputError(f"chunk_size must be >= 1; got {chunk_size}")
     out = Path(out)
