@@ -76,8 +76,8 @@ decoded, or missing), ``error`` (anything else)."""
 DEFAULT_CHUNK = 32
 """Inputs per chunk: the unit of work, of progress with several workers, and of loss on a kill."""
 RAY_CHUNK = 64
-"""The Ray engine's default chunk: Ray's cost per batch is higher (1,000 photos on 2 cores: 58 photos/s
-at 32 a batch, 74 at 64, against 77-79 for the local engine)."""
+"""The Ray engine's default chunk: Ray's cost per batch is higher (1,000 photos on 2 cores, three runs
+each: 60-74 photos/s at 64 a batch, 57-62 at 32; the local engine 69-79 at 32)."""
 METADATA_KEY = b"kpcore"
 """Parquet schema-metadata key holding the run's JSON description (model, version, points)."""
 PARTS_SUFFIX = ".parts"
