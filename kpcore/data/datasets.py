@@ -317,6 +317,79 @@ def load_mtfl(split: str, data_root=None) -> list[Sample]:
     return [s for s in samples if _is_val(s.image_id, MTFL_VAL_FRACTION) == want_val]
 
 
+# ---------------------------------------------------------------- pseudo-labels
+PSEUDO_COLUMNS = ("image_id", "weight", "points")  # what a pseudo-label file must hold
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Machine-made full labels for partly labelled faces (``scripts/pseudo_label_mtfl.py``).
+
+    Attributes:
+        points: ``(N, K, 2)`` points per sample, original-image pixels, aligned with the
+            samples they were matched to; a face without a label holds its own points'
+            centre (finite, in the face) and weight 0.
+        weight: ``(N,)`` training weight per face, 0 where there is no usable label.
+        path: The file they came from.
+    """
+
+    points: np.ndarray
+    weight: np.ndarray
+    path: Path
+
+    @property
+    def labelled(self) -> int:
+        """How many of the samples have a label (weight > 0)."""
+        return int((self.weight > 0).sum())
+
+
+def load_pseudo_labels(path: str | os.PathLike, samples: list[Sample], num_points: int) -> PseudoLabels:
+    """Read a Parquet file of pseudo-labels and match its rows to ``samples`` by ``image_id``.
+
+    The file has a row per face: ``image_id``, ``weight`` (0 = unused) and ``points``
+    (``2 * num_points`` floats x0, y0, x1, y1, ... in original-image pixels). Samples
+    without a row get weight 0; rows for other faces (e.g. a validation split) are ignored.
+
+    Raises:
+        DatasetNotFoundError: the file does not exist.
+        AnnotationError: a column is missing, the point count is not ``num_points``,
+            a value is not finite, or no row matches any of the samples.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"pseudo-label file {path} does not exist; make it with "
+                                   f"`python scripts/pseudo_label_mtfl.py --out FOLDER` and give FOLDER/labels.parquet")
+    table = pq.read_table(path)
+    missing = [c for c in PSEUDO_COLUMNS if c not in table.column_names]
+    if missing:
+        raise AnnotationError(f"{path}: columns {missing} are missing (has {table.column_names}); "
+                              f"a pseudo-label file needs {list(PSEUDO_COLUMNS)}")
+    rows = table.select(list(PSEUDO_COLUMNS)).to_pydict()
+    index = {image_id: i for i, image_id in enumerate(rows["image_id"])}
+    points = np.zeros((len(samples), num_points, 2), np.float32)
+    weight = np.zeros(len(samples), np.float32)
+    for n, s in enumerate(samples):
+        i = index.get(s.image_id)
+        if i is None or not rows["weight"][i]:
+            points[n] = np.asarray(s.points, np.float32).mean(axis=0)
+            continue
+        flat = np.asarray(rows["points"][i], np.float32)
+        if flat.size != 2 * num_points:
+            raise AnnotationError(f"{path}: face {s.image_id!r} has {flat.size // 2} points; this task needs "
+                                  f"{num_points} (x, y) pairs")
+        if not (np.isfinite(flat).all() and np.isfinite(rows["weight"][i]) and rows["weight"][i] > 0):
+            raise AnnotationError(f"{path}: face {s.image_id!r} has a non-finite point or a bad weight "
+                                  f"{rows['weight'][i]!r}; weights are > 0, or 0 for an unused face")
+        points[n] = flat.reshape(num_points, 2)
+        weight[n] = rows["weight"][i]
+    if not weight.any():
+        raise AnnotationError(f"{path}: none of its {len(index)} rows names one of the {len(samples)} faces "
+                              f"(by image_id), or all have weight 0; was it made for this dataset?")
+    return PseudoLabels(points, weight, path)
+
+
 def load_split(task: str, split: str, data_root=None, labels=None) -> list[Sample]:
     """The samples of ``task`` (see :data:`TASKS`) in ``split``.
 

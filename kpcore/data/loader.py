@@ -13,10 +13,11 @@ warp per sample instead of a JPEG decode and a large resize.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from . import geometry as geo
-from .datasets import Sample
+from .datasets import PseudoLabels, Sample
 from .facts import DatasetFacts
 from .inputs import (  # noqa: F401  (re-exported: the names were defined here before)
     GRAY_MEAN,
@@ -157,6 +158,22 @@ class KeypointDataset(Dataset):
             "index": index,
         }
 
+    def with_points(self, points: Sequence[np.ndarray], facts: DatasetFacts) -> KeypointDataset:
+        """The same faces (and the same decoded cache) labelled with other ``points`` in layout ``facts``.
+
+        Used to carry extra points (e.g. pseudo-labels) through the very same crop and
+        augmentation as a sample's own points: stack them into one layout first.
+        """
+        if len(points) != len(self.samples):
+            raise ValueError(f"got points for {len(points)} faces; this dataset has {len(self.samples)}")
+        out = copy.copy(self)
+        out.samples = [replace(s, points=np.asarray(p, np.float32)) for s, p in zip(self.samples, points,
+                                                                                   strict=True)]
+        out.facts = facts
+        if self.augment_cfg is not None:
+            out.pipeline = build_augmentation(self.augment_cfg, facts, self.spec.color == "rgb")
+        return out
+
     def draw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """One (augmented, if enabled) input as a displayable RGB uint8 image and its input-pixel points."""
         item = self[index]
@@ -168,6 +185,21 @@ class KeypointDataset(Dataset):
         return img, item["points"].numpy()
 
 
+def stack_facts(first: DatasetFacts, second: DatasetFacts) -> DatasetFacts:
+    """One layout of ``first``'s points followed by ``second``'s (ids shifted by ``first.num_points``),
+    so that both sets go through one augmentation together; flip pairs stay within each set and
+    the normalising points are ``first``'s."""
+    k = first.num_points
+    return DatasetFacts(
+        name=f"{first.name}+{second.name}", title=f"{first.title} + {second.title}",
+        num_points=k + second.num_points,
+        groups={first.name: list(range(k)), second.name: list(range(k, k + second.num_points))},
+        flip_pairs=[*first.flip_pairs, *((a + k, b + k) for a, b in second.flip_pairs)],
+        norm_points=first.norm_points, norm_name=first.norm_name,
+        edges=[*first.edges, *((a + k, b + k) for a, b in second.edges)],
+    )
+
+
 class MixedDataset(Dataset):
     """A fully labelled dataset (repeated ``main_repeat`` times) plus partly labelled faces.
 
@@ -176,10 +208,17 @@ class MixedDataset(Dataset):
     other way round), so one batch can hold both; ``aux_matrix`` ``(K_aux, K)``
     maps the model's K points to the auxiliary ones (``kpcore.data.facts.five_point_matrix``).
     ``index`` is the position in this dataset.
+
+    With ``pseudo`` (machine-made main-layout labels for the auxiliary faces,
+    :func:`kpcore.data.datasets.load_pseudo_labels`), an auxiliary face's ``target``
+    is its pseudo-label, moved by the same crop and augmentation as its true points,
+    and its ``mask`` is ``pseudo_weight`` times the face's own weight (0 where it has
+    none); its true points stay the ``aux_target``. The main faces' labels are untouched.
     """
 
     def __init__(self, main: KeypointDataset, aux: KeypointDataset, aux_matrix: np.ndarray,
-                 main_repeat: int = 1, aux_offset: np.ndarray | None = None) -> None:
+                 main_repeat: int = 1, aux_offset: np.ndarray | None = None,
+                 pseudo: PseudoLabels | None = None, pseudo_weight: float = 1.0) -> None:
         if main.spec.size != aux.spec.size:
             raise ConfigError("the main and the auxiliary dataset must share one input spec")
         self.main, self.aux, self.main_repeat = main, aux, int(main_repeat)
@@ -187,6 +226,17 @@ class MixedDataset(Dataset):
         self.aux_offset = None if aux_offset is None else np.asarray(aux_offset, dtype=np.float64)
         self.aux_matrix = torch.as_tensor(aux_matrix, dtype=torch.float32)
         self.k, self.k_aux = main.facts.num_points, aux.facts.num_points
+        self.pseudo_mask = None
+        if pseudo is not None:
+            if pseudo.points.shape[:2] != (len(aux), self.k):
+                raise ConfigError(f"pseudo-labels {pseudo.path}: shape {pseudo.points.shape[:2]} does not match "
+                                  f"the {len(aux)} auxiliary faces x {self.k} points")
+            if pseudo_weight < 0:
+                raise ConfigError(f"pseudo_weight = {pseudo_weight!r} must be >= 0")
+            # the aux points first (their norm points stay ids 0 and 1), the pseudo-labels after
+            stacked = [np.concatenate([s.points, p]) for s, p in zip(aux.samples, pseudo.points, strict=True)]
+            self.aux = aux.with_points(stacked, stack_facts(aux.facts, main.facts))
+            self.pseudo_mask = torch.as_tensor(pseudo.weight * pseudo_weight, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.main) * self.main_repeat + len(self.aux)
@@ -199,19 +249,24 @@ class MixedDataset(Dataset):
             item["aux_target"] = torch.zeros(self.k_aux, 2)
             item["aux_mask"] = torch.zeros(self.k_aux)
         else:
-            item = self.aux[index - n_main]
-            target = item["target"]
+            i = index - n_main
+            item = self.aux[i]
+            points, target = item["points"][:self.k_aux], item["target"][:self.k_aux]
             if self.aux_offset is not None:
-                target = torch.from_numpy(self._to_main_convention(item["points"].numpy()))
+                target = torch.from_numpy(self._to_main_convention(points.numpy()))
             item["aux_target"], item["aux_mask"] = target, torch.ones(self.k_aux)
-            item["target"], item["points"] = torch.zeros(self.k, 2), torch.zeros(self.k, 2)
-            item["mask"] = torch.zeros(self.k)
+            if self.pseudo_mask is None:
+                item["target"], item["points"] = torch.zeros(self.k, 2), torch.zeros(self.k, 2)
+                item["mask"] = torch.zeros(self.k)
+            else:
+                item["target"], item["points"] = item["target"][self.k_aux:], item["points"][self.k_aux:]
+                item["mask"] = self.pseudo_mask[i].expand(self.k).clone()
         item["index"] = index
         return item
 
     def _to_main_convention(self, points: np.ndarray) -> np.ndarray:
         """Aux points (input pixels) moved by the measured offsets, as normalised coordinates."""
-        a, b = self.aux.facts.norm_points
+        a, b = self.aux.facts.norm_points  # the aux layout's own ids (first in a stacked layout)
         ex = points[b] - points[a]
         dist = float(np.linalg.norm(ex)) or 1.0
         ex = ex / dist

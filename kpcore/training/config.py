@@ -68,11 +68,19 @@ class AuxDataConfig:
         weight: Weight of their loss relative to the main loss.
         main_repeat: How many times the main training set is seen per epoch, to keep
             the share of fully labelled faces up when the extra set is large.
+        pseudo_labels: A Parquet file of machine-made main-layout labels for the extra
+            faces (``scripts/pseudo_label_mtfl.py``), or ``""`` for none. A labelled face
+            also takes the main loss, weighted by its row's weight; its true points
+            keep their own loss, and the main task's labels are never replaced.
+        pseudo_weight: Weight of the pseudo-labelled faces in the main loss relative
+            to the truly labelled ones (times each face's own weight).
     """
 
     task: str = ""
     weight: float = 1.0
     main_repeat: int = 1
+    pseudo_labels: str = ""
+    pseudo_weight: float = 0.5
 
 
 @dataclass
@@ -206,6 +214,10 @@ class TrainConfig:
             ("aux.weight", self.aux.weight >= 0, ">= 0"),
             ("aux.main_repeat", isinstance(self.aux.main_repeat, int) and self.aux.main_repeat >= 1,
              "an integer >= 1"),
+            ("aux.pseudo_labels", not self.aux.pseudo_labels or (self.aux.task and
+                                                                 Path(self.aux.pseudo_labels).is_file()),
+             "an existing labels.parquet from scripts/pseudo_label_mtfl.py, with aux.task set (or '')"),
+            ("aux.pseudo_weight", self.aux.pseudo_weight >= 0, ">= 0"),
             ("patience", isinstance(self.patience, int) and self.patience >= 0, "an integer >= 0"),
             ("mixed_precision", self.mixed_precision in ("auto", "no", "bf16", "fp16"),
              "'auto', 'no', 'bf16' or 'fp16'"),

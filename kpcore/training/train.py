@@ -225,10 +225,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, force: bo
         from ..data.facts import five_point_matrix
 
         aux_task = get_task(cfg.aux.task)
-        aux_ds = KeypointDataset(load_split(aux_task.name, "train", cfg.data_root), aux_task.facts, cfg.input,
+        from ..data.datasets import load_pseudo_labels
+
+        aux_samples = load_split(aux_task.name, "train", cfg.data_root)
+        aux_ds = KeypointDataset(aux_samples, aux_task.facts, cfg.input,
                                  cfg.augment, cache=cfg.cache, progress=progress, seed=cfg.seed + 1)
         offset = aux_task.facts.extra.get(f"offset_{facts.name}")
-        train_ds = MixedDataset(train_ds, aux_ds, five_point_matrix(facts.name), cfg.aux.main_repeat, offset)
+        pseudo = load_pseudo_labels(cfg.aux.pseudo_labels, aux_samples, facts.num_points) \
+            if cfg.aux.pseudo_labels else None
+        train_ds = MixedDataset(train_ds, aux_ds, five_point_matrix(facts.name), cfg.aux.main_repeat, offset,
+                                pseudo, cfg.aux.pseudo_weight)
         aux_loss = (create_loss("l1", scale=pixel_scale(cfg.input.size)), train_ds.aux_matrix, cfg.aux.weight)
 
     world = accelerator.num_processes
