@@ -14,7 +14,20 @@ import pytest
 from PIL import Image
 
 from kpcore.errors import BadImageError, NoFaceFoundError
-from kpcore.live.detect import LANDMARK_NAMES, Face, FaceDetector, get_detector, nms
+from kpcore.live.detect import (
+    BLAZEFACE_LANDMARK_NAMES,
+    LANDMARK_NAMES,
+    BlazeFaceDetector,
+    CascadeDetector,
+    Face,
+    FaceDetector,
+    get_detector,
+    letterbox,
+    map_box,
+    nms,
+    ssd_anchors,
+    weighted_nms,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("KPCORE_DATA") or REPO.parent / "shared" / "data")
@@ -139,7 +152,84 @@ def test_blank_and_tiny_images_have_no_face(detector):
 
 def test_get_detector_is_shared():
     assert get_detector() is get_detector()
-    assert isinstance(get_detector(), FaceDetector)
+    assert isinstance(get_detector(), CascadeDetector)
+    assert isinstance(get_detector().slow, FaceDetector) and isinstance(get_detector().fast, BlazeFaceDetector)
+
+
+def test_ssd_anchors_match_mediapipe_counts_and_order():
+    short = ssd_anchors(128, [[8, 2], [16, 6]])
+    assert short.shape == (896, 2)
+    np.testing.assert_allclose(short[0], short[1])  # two anchors per cell, same centre
+    np.testing.assert_allclose(short[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(short[2], [1.5 / 16, 0.5 / 16])  # x runs fastest
+    np.testing.assert_allclose(short[512], [0.5 / 8, 0.5 / 8])  # the stride-16 map starts after 16*16*2
+    assert ssd_anchors(192, [[4, 1]]).shape == (2304, 2)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (640, 480), (37, 301), (128, 128)])
+def test_letterbox_maps_square_edges_back_to_image_edges(shape):
+    image = np.full((*shape, 3), 200, np.uint8)
+    square, (left, top, sx, sy) = letterbox(image, 128)
+    assert square.shape == (128, 128, 3)
+    # the image's own pixels are where the mapping says, black around them
+    inside = square.max(axis=2) > 0
+    ys, xs = np.nonzero(inside)
+    assert xs.min() == left and ys.min() == top
+    assert (xs.max() + 1 - left) * sx == pytest.approx(shape[1]) and (ys.max() + 1 - top) * sy == pytest.approx(shape[0])
+
+
+def test_weighted_nms_averages_overlapping_boxes_by_score():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    scores = np.array([0.9, 0.6, 0.8])
+    points = np.zeros((3, 6, 2))
+    out = weighted_nms(boxes, scores, points, 0.3)
+    assert [round(score, 2) for _, score, _ in out] == [0.9, 0.8]
+    np.testing.assert_allclose(out[0][0], (boxes[0] * 0.9 + boxes[1] * 0.6) / 1.5)
+    np.testing.assert_allclose(out[1][0], boxes[2])
+
+
+def test_map_box_moves_scales_and_clips():
+    box_map = {"dx": 0.1, "dy": -0.2, "sw": 2.0, "sh": 0.5}
+    # centre (120 + 4, 240 - 16), size (80, 40)
+    assert map_box((100, 200, 40, 80), box_map, (1000, 1000)) == pytest.approx((84, 204, 80, 40))
+    assert map_box((10, 20, 40, 80), box_map, (1000, 1000)) == pytest.approx((0, 24, 74, 40))  # clipped left
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", SAMPLE_IMAGES)
+def test_blazeface_finds_the_annotated_face_and_its_landmarks(name):
+    image, points = _sample(name)
+    faces = BlazeFaceDetector().detect(image)
+    assert faces and all(f.detector == "blazeface" and f.landmark_names == BLAZEFACE_LANDMARK_NAMES
+                         and f.landmarks.shape == (6, 2) for f in faces)
+    face = faces[0]
+    reference = np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48:68].mean(0)])
+    inter_ocular = np.linalg.norm(points[36] - points[45])
+    errors = np.linalg.norm(face.landmarks[:4] - reference, axis=1) / inter_ocular
+    assert errors.max() < 0.25, errors
+
+
+@pytest.mark.data
+def test_cascade_keeps_a_large_sure_face_from_blazeface_in_retinaface_boxes():
+    image, points = _sample(SAMPLE_IMAGES[0])
+    cascade = CascadeDetector()
+    fast = cascade.fast.detect(image)
+    assert cascade.trusts(fast, image.shape)
+    faces = cascade.detect(image)
+    assert [f.detector for f in faces] == ["blazeface"] * len(fast)
+    retina = FaceDetector().detect_one(image)
+    # the mapped box lands on RetinaFace's own box for the same face (a few % of its size)
+    np.testing.assert_allclose(faces[0].box, retina.box, atol=0.12 * retina.box[2])
+
+
+def test_cascade_sends_small_or_no_faces_to_retinaface():
+    examples = REPO / "webapp" / "examples"
+    group = np.asarray(Image.open(examples / "group.jpg").convert("RGB"))
+    cascade = CascadeDetector()
+    assert not cascade.trusts(cascade.fast.detect(group), group.shape)
+    faces = cascade.detect(group)
+    assert len(faces) == 6 and {f.detector for f in faces} == {"retinaface"}
+    assert cascade.detect(np.zeros((200, 300, 3), np.uint8)) == []
 
 
 @pytest.mark.data

@@ -97,6 +97,25 @@ def fit_box_map(samples: list[Sample], spec: InputSpec, detector=None, progress:
     return {**_median_map(rows), "n": len(rows), "missed": missed}
 
 
+def fit_fast_box_map(samples: list[Sample], fast=None, slow=None, progress: bool | None = None) -> dict:
+    """Median map from BlazeFace's boxes to RetinaFace's on the faces both find (the cascade's
+    ``to_retinaface`` map, :class:`kpcore.live.detect.CascadeDetector`)."""
+    from .detect import BlazeFaceDetector, FaceDetector
+
+    fast = fast or BlazeFaceDetector()
+    slow = slow or FaceDetector()
+    progress = progress_enabled() if progress is None else progress
+    rows = []
+    for s in tqdm(samples, desc="detecting faces twice", disable=not progress, leave=False):
+        image = decode_rgb(s.image_path)
+        a, b = match_detection(fast, image, s), match_detection(slow, image, s)
+        if a is not None and b is not None:
+            rows.append(_offsets(a.box, b.box))
+    if not rows:
+        raise ValueError("no training face was found by both detectors; cannot fit the box map")
+    return {**_median_map(rows), "n": len(rows)}
+
+
 def fit_points_map(samples: list[Sample], spec: InputSpec) -> dict:
     """Median map from the points' extent to the training region (for a second, re-cropped pass)."""
     rows = [_offsets(geo.points_box(s.points), spec.crop_box(s.box, s.image_size)) for s in samples]
