@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_BATCH = 32
+DEFAULT_MODEL = "face68-300w"
+"""What ``Predictor()`` loads: the default 68-point model (packaged in the wheel, so it works offline)."""
 
 
 @dataclass
@@ -155,10 +157,18 @@ class Predictor:
         flip_test: Average with the mirrored prediction (slower, usually more accurate).
     """
 
-    def __init__(self, model: torch.nn.Module | None, config: dict, folder: Path | None = None,
+    def __init__(self, model: torch.nn.Module | None = None, config: dict | None = None, folder: Path | None = None,
                  flip_test: bool = False, threads: int | None = None, backend: str | None = None) -> None:
-        if model is None and folder is None:
-            raise ValueError("Predictor needs a model, or the checkpoint folder to build it from")
+        if model is None and folder is None and config is None:  # Predictor(): the default model
+            from ..models.hub import resolve_model_dir
+
+            folder = resolve_model_dir(DEFAULT_MODEL)
+        if (model is None and folder is None) or (config is None and folder is None):
+            raise ValueError("Predictor needs a model and its config, or the checkpoint folder to build it from")
+        if config is None:
+            from ..models.checkpoint import read_config
+
+            config = read_config(folder)
         self._model = model.eval() if model is not None else None
         self.config = config
         self.folder = folder
@@ -172,7 +182,7 @@ class Predictor:
         self._detector = None
 
     @classmethod
-    def from_pretrained(cls, folder_or_repo_id: str | Path, flip_test: bool = False,
+    def from_pretrained(cls, folder_or_repo_id: str | Path = DEFAULT_MODEL, flip_test: bool = False,
                         threads: int | None = None, backend: str | None = None) -> Predictor:
         """Load a checkpoint folder, a name under ``checkpoints/``, or a Hub repo id.
 
@@ -182,14 +192,13 @@ class Predictor:
         ``"torch"`` always PyTorch, ``"onnx"`` requires the float32 ONNX file,
         ``"int8"`` the int8 one (:mod:`kpcore.live.onnx_runtime`).
         """
-        from ..errors import CheckpointError
-        from ..models.checkpoint import WEIGHTS_FILE, read_config
+        from ..models.checkpoint import read_config
         from ..models.hub import resolve_model_dir
 
+        # a folder, a name ($KPCORE_CHECKPOINTS, checkpoints/, the model packaged in the wheel) or a Hub id;
+        # a folder needs config.json and ONNX files or model.safetensors (kpcore.live.onnx_runtime says which runs)
         folder = resolve_model_dir(folder_or_repo_id)
         config = read_config(folder)
-        if not (folder / WEIGHTS_FILE).is_file():
-            raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
         pred = cls(None, config, folder, flip_test=flip_test, threads=threads, backend=backend)
         if pred.onnx_model is None:
             _ = pred.model  # PyTorch runs it: build it now, so that a bad checkpoint fails here
@@ -253,13 +262,20 @@ class Predictor:
     def forward_with_confidence(self, batch):
         """``(coords (B, K, 2), face confidence (B,), point confidence (B, K))``.
 
-        Runs the model on the batch and on its mirror image (the flip-test average is
+        Runs the model once on the batch stacked with its mirror image (the flip-test average is
         returned when ``flip_test`` is on, else the plain prediction) and turns their
         disagreement into confidences with :func:`confidence_from_flip`. ``coords``
         has the batch's type (torch tensor or numpy array).
         """
-        out = _float32(self.run_model(batch))
-        mirrored = unflip(_float32(self.run_model(mirror(batch))), self.facts.flip_permutation)
+        n = len(batch)
+        if isinstance(batch, np.ndarray):  # one call for both halves: one session run, one thread-pool wake-up
+            both = _float32(self.run_model(np.concatenate([batch, mirror(batch)])))
+        else:
+            import torch
+
+            both = _float32(self.run_model(torch.cat([batch, mirror(batch)])))
+        out = both[:n]
+        mirrored = unflip(both[n:], self.facts.flip_permutation)
         coords = (out + mirrored) / 2 if self.flip_test else out
         face, point = confidence_from_flip(_numpy(out), _numpy(mirrored), self.spec.size, self.facts)
         return coords, face, point
