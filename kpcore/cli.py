@@ -153,7 +153,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from .live.onnx_runtime import INT8_MAX_NME_DELTA, export_onnx
+    from .live.onnx_runtime import INT8_MAX_NME_DELTA
+    from .models.onnx_export import export_onnx
 
     result = export_onnx(args.model, int8=args.int8, data_root=getattr(args, "data_root", None))
     print(f"wrote {result['path']} (max |ONNX - PyTorch| = {result['max_abs_diff']:.2g} in normalised coordinates)")
@@ -618,6 +619,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KpcoreError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # a package of an extra the light install leaves out (kpcore.extras)
+        from .extras import explain_import_error
+
+        missing = explain_import_error(e, f"kpcore {args.command}")
+        if missing is None:
+            raise
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The ONNX/onnxruntime inference path: export, parity with PyTorch, backend choice, staleness."""
+"""The ONNX path: export and int8 (kpcore.models.onnx_export), parity with PyTorch, and the runtime's
+backend choice, staleness and damaged files (kpcore.live.onnx_runtime)."""
 
 from __future__ import annotations
 
@@ -15,20 +16,22 @@ from kpcore.live.onnx_runtime import (  # noqa: E402
     INT8_MAX_NME_DELTA,
     ONNX_FILE,
     ONNX_INT8_FILE,
-    PARITY_TOLERANCE,
     WEIGHTS_KEY,
     OnnxModel,
-    export_model_onnx,
-    export_onnx,
-    float_tail,
     int8_accepted,
-    parity,
-    set_metadata,
     weights_digest,
 )
 from kpcore.live.predict import Predictor  # noqa: E402
 from kpcore.models import create_model  # noqa: E402
 from kpcore.models.checkpoint import build_config, save_checkpoint  # noqa: E402
+from kpcore.models.onnx_export import (  # noqa: E402
+    PARITY_TOLERANCE,
+    export_model_onnx,
+    export_onnx,
+    float_tail,
+    parity,
+    set_metadata,
+)
 
 from .conftest import REPO, needs_300w  # noqa: E402
 
@@ -193,6 +196,70 @@ def test_stale_int8_file_falls_back_to_float_with_a_warning(tmp_path):
         _ = Predictor.from_pretrained(b, backend="int8").onnx_model
 
 
+def _int8_checkpoint(folder):
+    """A tiny checkpoint with model.onnx and an accepted (recorded as accurate) model.int8.onnx."""
+    folder = _tiny_checkpoint(folder)
+    export_onnx(folder, int8=True, calibration=np.zeros((4, 3, TINY, TINY), np.float32))
+    _record_val_nme(folder / ONNX_INT8_FILE, 0.05, 0.05)
+    assert Predictor.from_pretrained(folder).backend_name == "onnxruntime int8"
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_damaged_int8_file_falls_back_to_float_with_a_warning(tmp_path, damage):
+    folder = _int8_checkpoint(tmp_path / "m")
+    path = folder / ONNX_INT8_FILE
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 3], "garbage": b"not an onnx model", "empty": b""}[damage])
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match=r"model\.int8\.onnx cannot be loaded by onnxruntime.*float32 model\.onnx"):
+        auto = Predictor.from_pretrained(folder)
+    assert auto.backend_name == "onnxruntime"
+    ref = Predictor.from_pretrained(folder, backend="onnx").predict_crops(image, [(40, 30, 50, 60)])
+    np.testing.assert_array_equal(auto.predict_crops(image, [(40, 30, 50, 60)]), ref)
+    with pytest.raises(CheckpointError, match=r"cannot be loaded.*export-onnx .* --int8"):
+        _ = Predictor.from_pretrained(folder, backend="int8").onnx_model
+
+
+def test_damaged_float_file_is_an_error_when_forced_and_pytorch_runs_it_in_auto(tmp_path):
+    folder = _tiny_checkpoint(tmp_path / "m")
+    export_onnx(folder)
+    (folder / ONNX_FILE).write_bytes(b"\x08\x07broken")
+    with pytest.raises(CheckpointError, match="cannot be loaded by onnxruntime"):
+        _ = Predictor.from_pretrained(folder, backend="onnx").onnx_model
+    with pytest.warns(UserWarning, match="cannot be loaded"):
+        assert Predictor.from_pretrained(folder).backend_name == "pytorch"
+
+
+def test_folder_without_weights_is_an_inference_only_checkpoint(tmp_path):
+    """The packaged default model: config.json + model.int8.onnx, no model.safetensors."""
+    full = _int8_checkpoint(tmp_path / "full")
+    image = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    ref = Predictor.from_pretrained(full).predict_crops(image, [(40, 30, 50, 60)])
+    lean = tmp_path / "lean"
+    lean.mkdir()
+    for name in ("config.json", ONNX_INT8_FILE):
+        shutil.copy(full / name, lean / name)
+    pred = Predictor.from_pretrained(lean)
+    assert pred.backend_name == "onnxruntime int8"
+    np.testing.assert_array_equal(pred.predict_crops(image, [(40, 30, 50, 60)]), ref)
+    (lean / ONNX_INT8_FILE).write_bytes(b"")  # nothing left to run it: one clear error
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="has no model to run"):
+        Predictor.from_pretrained(lean)
+
+
+def test_pytorch_fallback_without_pytorch_names_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    from kpcore.extras import MissingExtraError
+
+    folder = _tiny_checkpoint(tmp_path / "m")  # weights only: PyTorch would run it
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"needs PyTorch.*pip install 'kpcore\[train\]'"):
+        Predictor.from_pretrained(folder)
+
+
 def test_int8_without_calibration_faces_says_where_to_put_them(tmp_path):
     folder = _tiny_checkpoint(tmp_path / "m")
     with pytest.raises(CheckpointError, match="KPCORE_DATA"):
@@ -222,6 +289,46 @@ def test_shipped_68_point_model_runs_int8_within_its_bound():
     assert Predictor.from_pretrained(folder).backend_name == "onnxruntime int8"
 
 
+INFERENCE_CORE = ["kpcore", "kpcore.cli", "kpcore.paths", "kpcore.extras", "kpcore.data.inputs",
+                  "kpcore.data.imageio", "kpcore.data.geometry", "kpcore.data.facts", "kpcore.models.checkpoint",
+                  "kpcore.models.hub", "kpcore.live.onnx_runtime", "kpcore.live.predict", "kpcore.live.detect",
+                  "kpcore.live.calibrate", "kpcore.live.pose", "kpcore.live.render", "kpcore.live.smoothing",
+                  "kpcore.live.track", "kpcore.live.morph"]
+"""What ``pip install kpcore`` (no extras) runs. kpcore.live.batch and kpcore.live.align join when present."""
+HEAVY_OR_LATER_STAGES = ("torch", "torchvision", "timm", "accelerate", "safetensors", "onnx", "pandas", "scipy",
+                         "kpcore.training", "kpcore.evaluation", "kpcore.models.onnx_export", "kpcore.data.loader",
+                         "kpcore.data.transforms")
+
+
+def test_inference_core_imports_no_pytorch_nor_the_training_or_evaluation_stages(tmp_path):
+    """A fresh interpreter imports the inference core and predicts on a photo with the shipped model;
+    nothing of PyTorch, of the training/evaluation stages or of the export stage gets imported."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    folder = REPO / "checkpoints" / "face68-300w"
+    if not (folder / ONNX_INT8_FILE).exists():
+        pytest.skip("checkpoints/face68-300w has no int8 file")
+    modules = INFERENCE_CORE + [m for m in ("kpcore.live.batch", "kpcore.live.align")
+                                if importlib.util.find_spec(m) is not None]
+    photo = REPO / "webapp" / "examples" / "astronaut.jpg"
+    code = f"""
+import importlib, sys
+for name in {modules!r}:
+    importlib.import_module(name)
+from kpcore import Predictor
+faces = Predictor().predict({str(photo)!r})
+assert faces and faces[0].points.shape == (68, 2) and faces[0].pose is not None
+heavy = {HEAVY_OR_LATER_STAGES!r}
+loaded = sorted(m for m in sys.modules if m in heavy or m.startswith(tuple(h + "." for h in heavy)))
+print(len(faces), loaded[:8])
+sys.exit(1 if loaded else 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+
+
 @needs_300w
 def test_inference_on_onnx_imports_no_pytorch(tmp_path, data_root):
     """Photo, crops and tracking on a checkpoint with ONNX files run without importing PyTorch (2.5 s)
@@ -246,7 +353,8 @@ frame = load_image({str(photo)!r})
 assert p.predict_crops(frame, [(100, 60, 100, 100)]).shape == (1, 68, 2)
 assert p.predict(frame)  # detection, detector-box map, points, confidence, pose
 assert any(r.faces for r in track([frame, frame], p))
-loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm'))
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm')
+                or m.startswith(('kpcore.training', 'kpcore.evaluation')))
 print(p.backend_name, loaded[:5])
 sys.exit(1 if loaded else 0)
 """

@@ -266,9 +266,9 @@ def _onnx_folder(folder: Path, tmp: Path, data_root=None) -> Path:
         ONNX_INT8_FILE,
         WEIGHTS_KEY,
         OnnxModel,
-        export_onnx,
         weights_digest,
     )
+    from ..models.onnx_export import export_onnx
 
     files = [folder / name for name in (ONNX_FILE, ONNX_INT8_FILE) if (folder / name).is_file()]
     if folder / ONNX_FILE in files and \

@@ -1,44 +1,38 @@
-"""The CPU inference path: a checkpoint's network as ONNX, run by onnxruntime.
+"""The CPU inference path: a checkpoint's network as ONNX, loaded and run by onnxruntime.
 
-``python -m kpcore export-onnx checkpoints/face68-300w`` writes ``model.onnx``
-beside ``model.safetensors`` (batch size is dynamic; the output is the model's
-``(B, K, 2)`` normalised coordinates, soft-argmax included). From then on
-:class:`~kpcore.live.predict.Predictor` runs the network in onnxruntime, unless
-``backend="torch"`` is asked for (or ``$KPCORE_BACKEND=torch``).
-``Predictor.model`` stays the PyTorch module for code that needs heatmaps.
+A checkpoint folder may hold ``model.onnx`` (float32) and ``model.int8.onnx``
+beside ``model.safetensors``; :class:`~kpcore.live.predict.Predictor` then runs
+the network here, unless ``backend="torch"`` is asked for (or
+``$KPCORE_BACKEND=torch``). ``Predictor.model`` stays the PyTorch module for code
+that needs heatmaps. Writing those files (export, int8 quantisation and its
+measurement) is the model stage's work: :mod:`kpcore.models.onnx_export`
+(``python -m kpcore export-onnx``). Nothing here imports PyTorch or ``onnx``.
 
-The ONNX file records the SHA-256 of the weights it was made from; when the
+An ONNX file records the SHA-256 of the weights it was made from; when the
 checkpoint's weights change (a re-export, new training), the stale file is
 ignored with a warning and PyTorch is used until ``export-onnx`` is run again.
+A folder without ``model.safetensors`` (the default model packaged in the
+wheel) is an inference-only checkpoint: its ONNX files are the model.
 
-``export-onnx --int8`` also writes ``model.int8.onnx``: static int8 quantisation
-calibrated on faces of the task's training split, with the decoding after the
-last convolution (softmax and soft-argmax) kept in float32. Its validation NME
-and the float model's are measured on the spot and written into the file; the
-``auto`` backend runs it only when it is within :data:`INT8_MAX_NME_DELTA` of
-float32 (0.1 NME points), else the float model. ``backend="int8"`` forces it,
-``backend="onnx"`` keeps float32.
-
-Exporting needs the ``onnx`` package (``pip install onnx``); running needs only
-onnxruntime, which kpcore already uses for face detection.
+``auto`` runs ``model.int8.onnx`` only when its recorded validation NME is within
+:data:`INT8_MAX_NME_DELTA` of float32 (0.1 NME points), else ``model.onnx``; an
+int8 file that cannot be loaded (damaged, truncated) falls back to the float32
+file with a warning. ``backend="int8"`` forces int8, ``backend="onnx"`` float32.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CheckpointError
-from ..models.checkpoint import WEIGHTS_FILE, load_checkpoint
-
-if TYPE_CHECKING:  # running a model needs no PyTorch; exporting one imports it
-    import torch
+from ..extras import missing_extra_error
+from ..models.checkpoint import WEIGHTS_FILE
 
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
@@ -46,18 +40,14 @@ BACKEND_ENV = "KPCORE_BACKEND"
 """``auto`` (onnxruntime when ``model.onnx`` is there and current; its accepted int8 form when there is one),
 ``torch``, ``onnx`` (float32) or ``int8``."""
 BACKENDS = ("auto", "torch", "onnx", "int8")
-OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "coords"
 WEIGHTS_KEY = "kpcore_weights_sha256"
 PRECISION_KEY = "kpcore_precision"
-PARITY_TOLERANCE = 1e-4
-"""Largest accepted |ONNX - PyTorch| in normalised coordinates (1e-4 = 0.0064 px at 128 px)."""
 INT8_MAX_NME_DELTA = 0.001
 """The int8 model runs by default only if its validation NME is at most this much above float32's."""
 INT8_NME_KEY, FLOAT_NME_KEY, INT8_SPLIT_KEY = "kpcore_int8_val_nme", "kpcore_float_val_nme", "kpcore_int8_split"
-"""Where :func:`measure_int8` records its figures in the int8 file's metadata."""
-CALIBRATION_FACES = 96
+"""Where :func:`kpcore.models.onnx_export.measure_int8` records its figures in the int8 file's metadata."""
 
 
 def weights_digest(folder: str | os.PathLike) -> str:
@@ -77,145 +67,6 @@ def resolve_backend(backend: str | None) -> str:
     return name
 
 
-def export_model_onnx(model: torch.nn.Module, input_shape: tuple[int, int, int], path: str | os.PathLike,
-                      metadata: dict[str, str] | None = None, opset: int = OPSET) -> Path:
-    """Write ``model`` (eval mode, float32) as ONNX with a dynamic batch axis.
-
-    Args:
-        model: A module from ``(B, C, H, W)`` float32 to ``(B, K, 2)``.
-        input_shape: ``(C, H, W)``.
-        path: Where to write (replaced atomically).
-        metadata: Extra ``metadata_props`` (string key/values).
-    """
-    import torch
-
-    try:
-        import onnx
-    except ImportError as e:
-        raise ImportError("exporting to ONNX needs the onnx package: pip install onnx "
-                          "(running the exported model needs only onnxruntime)") from e
-    path = Path(path)
-    model = model.float().eval()
-    x = torch.zeros(1, *input_shape)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings():
-            # the TorchScript exporter is the one that needs no onnxscript; it warns that it is legacy
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), str(raw), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-        proto = set_metadata(onnx.load(str(raw)), metadata or {})
-        onnx.checker.check_model(proto)
-        final = Path(tmp) / path.name
-        onnx.save(proto, str(final))
-        os.replace(final, path)
-    return path
-
-
-def export_onnx(folder_or_repo_id: str | os.PathLike, int8: bool = False, check: bool = True,
-                calibration: np.ndarray | None = None, data_root: str | os.PathLike | None = None) -> dict:
-    """Export a checkpoint's network to ``<folder>/model.onnx`` and check it against PyTorch.
-
-    Args:
-        folder_or_repo_id: Checkpoint folder (or a name under ``checkpoints/``, or a Hub id).
-        int8: Also write ``model.int8.onnx`` (:func:`quantize_int8`) and measure it
-            (:func:`measure_int8`): with ``calibration`` given, only that (no data needed,
-            nothing measured, never used by ``auto``); else calibrated on
-            :data:`CALIBRATION_FACES` training faces of the task under ``data_root`` and
-            measured on its validation split.
-        check: Run both on random inputs and raise if they differ by more than
-            :data:`PARITY_TOLERANCE`.
-        calibration: ``(N, C, H, W)`` float32 normalised inputs for int8 calibration.
-        data_root: Where the task's data is (default ``$KPCORE_DATA``).
-
-    Returns:
-        ``{"path", "max_abs_diff", "int8_path"?, "int8_val_nme"?, "float_val_nme"?, "int8_used"?}``.
-    """
-    from ..models.hub import resolve_model_dir
-
-    folder = resolve_model_dir(folder_or_repo_id)
-    model, config = load_checkpoint(folder)
-    shape = _input_shape(config)
-    digest = weights_digest(folder)
-    path = export_model_onnx(model, shape, folder / ONNX_FILE,
-                             metadata={WEIGHTS_KEY: digest, "kpcore_model": config["model"]["name"]})
-    result: dict = {"path": str(path)}
-    if check:
-        result["max_abs_diff"] = parity(model, OnnxModel(path), shape)
-        if result["max_abs_diff"] > PARITY_TOLERANCE:
-            path.unlink()
-            raise CheckpointError(f"the ONNX export of {folder} differs from PyTorch by {result['max_abs_diff']:.3g} "
-                                  f"(> {PARITY_TOLERANCE}); removed it. The model may use an op the exporter "
-                                  f"handles differently; keep using backend='torch'.")
-    if int8:
-        measured = calibration is None
-        if measured:
-            calibration = calibration_inputs(folder, data_root)
-        int8_path = quantize_int8(path, folder / ONNX_INT8_FILE, shape, calibration, metadata={WEIGHTS_KEY: digest})
-        result["int8_path"] = str(int8_path)
-        if measured:
-            result.update(measure_int8(folder, data_root))
-    return result
-
-
-def _input_shape(config: dict) -> tuple[int, int, int]:
-    spec = config["input"]
-    channels = 1 if spec.get("color", "gray") == "gray" else 3
-    return channels, int(spec["height"]), int(spec["width"])
-
-
-def calibration_inputs(folder: str | os.PathLike, data_root=None, n: int = CALIBRATION_FACES,
-                       seed: int = 0) -> np.ndarray:
-    """``(n, C, H, W)`` model inputs: ``n`` faces drawn (fixed seed) from the task's training
-    split, cropped as at inference (no augmentation)."""
-    from ..data.datasets import load_split
-    from ..data.imageio import load_image
-    from ..data.inputs import InputSpec, region_array
-    from ..models.checkpoint import read_config
-
-    config = read_config(folder)
-    spec, task = InputSpec.from_dict(config["input"]), config["task"]
-    try:
-        samples = load_split(task, "train", data_root)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"int8 calibration needs faces of the {task} training split, which are not under "
-                              f"the data root ({e}); set KPCORE_DATA or --data-root to the folder that holds "
-                              f"them") from None
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(samples), size=min(n, len(samples)), replace=False)
-    out = []
-    for i in picks:
-        s = samples[int(i)]
-        image = load_image(s.image_path)
-        out.append(region_array(image, spec.crop_box(s.box, (image.shape[1], image.shape[0])), spec)[0])
-    return np.stack(out).astype(np.float32)
-
-
-def measure_int8(folder: str | os.PathLike, data_root=None) -> dict:
-    """Validation NME of the float32 and the int8 ONNX model on the task's validation split;
-    written into ``model.int8.onnx``'s metadata (which :func:`int8_accepted` reads).
-
-    Returns ``{"int8_val_nme", "float_val_nme", "int8_used"}`` (``int8_used``: ``auto`` will run it)."""
-    import onnx
-
-    from ..evaluation.evaluate import evaluate_model
-    from .predict import Predictor
-
-    folder = Path(folder)
-    nme = {}
-    for backend in ("onnx", "int8"):
-        pred = Predictor.from_pretrained(folder, backend=backend)
-        nme[backend] = evaluate_model(folder, data_root=data_root, split="val", save=False, predictor=pred)["nme"]
-    path = folder / ONNX_INT8_FILE
-    values = {INT8_NME_KEY: f"{nme['int8']:.6f}", FLOAT_NME_KEY: f"{nme['onnx']:.6f}", INT8_SPLIT_KEY: "val"}
-    proto = set_metadata(onnx.load(str(path)), values)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        onnx.save(proto, str(Path(tmp) / path.name))
-        os.replace(Path(tmp) / path.name, path)
-    return {"int8_val_nme": nme["int8"], "float_val_nme": nme["onnx"], "int8_used": int8_accepted(values)}
-
-
 def int8_accepted(metadata: dict) -> bool:
     """True when an int8 file's recorded validation NME is within :data:`INT8_MAX_NME_DELTA` of float32's."""
     try:
@@ -224,93 +75,15 @@ def int8_accepted(metadata: dict) -> bool:
         return False
 
 
-def set_metadata(proto, values: dict):
-    """``proto`` with its ``metadata_props`` set to ``values`` (string key/values), replacing keys it had."""
-    kept = [p for p in proto.metadata_props if p.key not in values]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in values.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, str(value)
-    return proto
-
-
-def parity(model: torch.nn.Module, onnx_model: OnnxModel, shape: tuple[int, int, int], batch: int = 4,
-           seed: int = 0) -> float:
-    """Max |ONNX - PyTorch| over a random batch (normalised coordinates)."""
-    import torch
-
-    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
-    with torch.inference_mode():
-        ref = model.float().eval()(x).float().numpy()
-    return float(np.abs(onnx_model(x.numpy()) - ref).max())
-
-
-def float_tail(proto) -> list[str]:
-    """Names of the nodes after the last convolution (the decoding: softmax, soft-argmax, pooling,
-    a linear layer), which :func:`quantize_int8` keeps in float32: quantising a softmax to 256
-    levels costs a heatmap model ~0.9 NME points, the convolutions only ~0.01."""
-    nodes = list(proto.graph.node)
-    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
-    if not convs:
-        return []
-    live = set(nodes[convs[-1]].output)
-    tail = []
-    for n in nodes[convs[-1] + 1:]:
-        if live.intersection(n.input):
-            tail.append(n.name)
-            live.update(n.output)
-    return tail
-
-
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, shape: tuple[int, int, int],
-                  calibration: np.ndarray | None = None, n_random: int = 16,
-                  metadata: dict[str, str] | None = None) -> Path:
-    """Static int8 quantisation (QDQ, per-channel weights, min-max ranges) of an exported model;
-    the decoding after the last convolution stays float32 (:func:`float_tail`).
-
-    ``calibration``: ``(N, C, H, W)`` real inputs (:func:`calibration_inputs`); random ones
-    give poor ranges and are for tests only.
-    """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    data = calibration if calibration is not None else \
-        np.random.default_rng(0).standard_normal((n_random, *shape)).astype(np.float32)
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(data[i:i + 1] for i in range(len(data)))
-
-        def get_next(self):
-            x = next(self._it, None)
-            return None if x is None else {INPUT_NAME: x}
-
-    dst = Path(dst)
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        out = Path(tmp) / dst.name
-        quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=float_tail(onnx.load(str(pre))))
-        onnx.save(set_metadata(onnx.load(str(out)), {**(metadata or {}), PRECISION_KEY: "int8"}), str(out))
-        os.replace(out, dst)
-    return dst
-
-
 class OnnxModel:
     """An onnxruntime CPU session with the model's calling convention: ``(B, C, H, W)`` -> ``(B, K, 2)``.
 
     Args:
         path: The ``.onnx`` file.
         threads: Intra-op threads (``None``: onnxruntime's default, one per core).
+
+    Raises:
+        CheckpointError: onnxruntime cannot load the file (damaged, truncated, not ONNX).
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
@@ -326,7 +99,12 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.threads = threads
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime's load errors share no base class but Exception
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            raise CheckpointError(f"{self.path} cannot be loaded by onnxruntime ({reason}): the file is "
+                                  f"damaged or not an ONNX model; restore it or export it again") from err
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.int8 = self.metadata.get(PRECISION_KEY) == "int8"
 
@@ -344,39 +122,65 @@ def load_for_checkpoint(folder: str | os.PathLike | None, backend: str | None = 
                         threads: int | None = None) -> OnnxModel | None:
     """The ONNX model of a checkpoint folder, or None when PyTorch should run it.
 
-    ``auto``: ``model.int8.onnx`` if it is current and its recorded validation NME is
-    within :data:`INT8_MAX_NME_DELTA` of float32's, else ``model.onnx`` if present and
-    made from the current weights (a stale file warns and returns None). ``onnx``: the
-    float32 file, ``int8``: the int8 file, whatever its accuracy; for both a missing or
-    stale file is an error. ``torch``: None.
+    ``auto``: ``model.int8.onnx`` if it loads, is current and its recorded validation
+    NME is within :data:`INT8_MAX_NME_DELTA` of float32's, else ``model.onnx`` if it
+    loads and was made from the current weights (a stale or damaged file warns and
+    is passed over). ``onnx``: the float32 file, ``int8``: the int8 file, whatever
+    its accuracy; for both a missing, stale or damaged file is an error. ``torch``: None.
+
+    Raises:
+        CheckpointError: a forced file is unusable, or ``auto`` found nothing to run.
+        MissingExtraError: ``auto`` falls back to PyTorch, which is not installed.
     """
     backend = resolve_backend(backend)
     if backend == "torch":
         return None
+    folder = Path(folder) if folder is not None else None
     if backend in ("auto", "int8") and folder is not None:
-        int8 = _current(Path(folder), ONNX_INT8_FILE, threads, required=backend == "int8", flag=" --int8",
-                        fallback=f"the float32 {ONNX_FILE}")
+        fallback = f"the float32 {ONNX_FILE}" if (folder / ONNX_FILE).is_file() else "PyTorch"
+        int8 = _current(folder, ONNX_INT8_FILE, threads, required=backend == "int8", flag=" --int8",
+                        fallback=fallback)
         if int8 is not None and (backend == "int8" or int8_accepted(int8.metadata)):
             return int8
-    return _current(Path(folder) if folder is not None else None, ONNX_FILE, threads, required=backend != "auto")
+    model = _current(folder, ONNX_FILE, threads, required=backend != "auto")
+    if model is None and folder is not None:
+        _check_pytorch_can_run(folder)
+    return model
 
 
 def _current(folder: Path | None, name: str, threads: int | None, required: bool,
              flag: str = "", fallback: str = "PyTorch") -> OnnxModel | None:
-    """``folder/name`` as an :class:`OnnxModel` when it exists and was made from the folder's weights;
-    else an error (``required``) or None (a stale file also warns)."""
+    """``folder/name`` as an :class:`OnnxModel` when it exists, loads, and was made from the folder's
+    weights (a folder without weights is inference-only: its file is the model); else an error
+    (``required``) or None (a stale or damaged file also warns)."""
     path = folder / name if folder is not None else None
+    export = f"python -m kpcore export-onnx {folder or 'MODEL'}{flag}"
     if path is None or not path.is_file():
         if required:
-            raise CheckpointError(f"{path or 'this model (no folder)'} does not exist; "
-                                  f"run `python -m kpcore export-onnx {folder or 'MODEL'}{flag}` first")
+            raise CheckpointError(f"{path or 'this model (no folder)'} does not exist; run `{export}` first")
         return None
-    model = OnnxModel(path, threads)
-    if model.metadata.get(WEIGHTS_KEY) != weights_digest(folder):
-        msg = (f"{path} was exported from other weights than {folder / WEIGHTS_FILE}; "
-               f"run `python -m kpcore export-onnx {folder}{flag}` again")
+    try:
+        model = OnnxModel(path, threads)
+    except CheckpointError as err:
+        if required:
+            raise CheckpointError(f"{err}: `{export}` (needs PyTorch: pip install 'kpcore[train]')") from err
+        warnings.warn(f"{err} (`{export}` writes it anew); using {fallback} meanwhile", stacklevel=3)
+        return None
+    if (folder / WEIGHTS_FILE).is_file() and model.metadata.get(WEIGHTS_KEY) != weights_digest(folder):
+        msg = f"{path} was exported from other weights than {folder / WEIGHTS_FILE}; run `{export}` again"
         if required:
             raise CheckpointError(msg)
         warnings.warn(msg + f" (using {fallback} meanwhile)", stacklevel=3)
         return None
     return model
+
+
+def _check_pytorch_can_run(folder: Path) -> None:
+    """Raise unless PyTorch can build ``folder``'s network (``auto`` found no usable ONNX file)."""
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{folder} has no model to run: no usable {ONNX_INT8_FILE} or {ONNX_FILE} and no "
+                              f"{WEIGHTS_FILE}; restore the folder (for the model packaged with kpcore: "
+                              f"reinstall kpcore)")
+    if importlib.util.find_spec("torch") is None:
+        raise missing_extra_error("torch", f"running {folder} without a usable {ONNX_FILE} "
+                                  f"(or exporting one with `python -m kpcore export-onnx {folder}`)")

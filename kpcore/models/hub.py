@@ -38,13 +38,16 @@ from huggingface_hub.errors import (
 from kpcore.data.download import check_reachable, network_error_types
 from kpcore.data.facts import FACTS
 from kpcore.errors import CheckpointError, HubError
+from kpcore.live.onnx_runtime import ONNX_FILE, ONNX_INT8_FILE
 from kpcore.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
-from kpcore.paths import CHECKPOINTS_DIR
+from kpcore.paths import CHECKPOINTS_DIR, checkpoint_roots, find_checkpoint, known_checkpoints
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+MODEL_FILES = (WEIGHTS_FILE, ONNX_INT8_FILE, ONNX_FILE)
+"""An inference-only checkpoint (the one packaged in the wheel) has the config and one of these."""
 # What a checkpoint repo holds; anything else in a folder (e.g. ``state.pt`` of a
 # ``last/`` training state) is neither pushed nor pulled.
 REPO_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, "eval/**"]
@@ -65,14 +68,18 @@ connection and never answers would hang a push or a pull for good."""
 # -- checkpoint folders --------------------------------------------------------------
 
 
-def check_checkpoint_dir(folder: str | Path, what: str | None = None) -> Path:
-    """Return ``folder`` if it holds a kpcore checkpoint, else raise :class:`CheckpointError`."""
+def check_checkpoint_dir(folder: str | Path, what: str | None = None, inference: bool = False) -> Path:
+    """Return ``folder`` if it holds a kpcore checkpoint, else raise :class:`CheckpointError`.
+
+    ``inference``: a config and any of :data:`MODEL_FILES` will do (ONNX files run without weights)."""
     folder = Path(folder).expanduser()
     what = what or f"folder {str(folder)!r}"
     if not folder.is_dir():
         raise CheckpointError(f"{what} is not a directory; expected a checkpoint folder "
                               f"holding {' + '.join(REQUIRED_FILES)}")
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if inference and (folder / CONFIG_FILE).is_file() and any((folder / n).is_file() for n in MODEL_FILES):
+        missing = []
     if missing:
         raise CheckpointError(f"{what} is not a kpcore checkpoint: missing {missing}; expected "
                               f"{' + '.join(REQUIRED_FILES)} (see docs/FORMATS.md)")
@@ -92,10 +99,8 @@ def read_eval_summaries(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def shipped_names() -> list[str]:
-    """Names of the checkpoint folders shipped under ``checkpoints/``."""
-    if not SHIPPED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+    """Names of the checkpoint folders found by name (``$KPCORE_CHECKPOINTS``, ``checkpoints/``, packaged)."""
+    return known_checkpoints()
 
 
 def looks_like_repo_id(text: str) -> bool:
@@ -151,6 +156,13 @@ def _training_section(config: dict[str, Any]) -> list[str]:
             f"| job | `{train.get('name', '?')}` (train_jobs/{train.get('name', '?')}.yaml) |", ""]
 
 
+def _terms(facts, config: dict[str, Any]) -> str:
+    """The data terms of a checkpoint's training data, main task first (one line each)."""
+    aux = _aux_facts(config)
+    terms = [f.licence for f in (facts, aux) if f is not None and f.licence]
+    return " ".join(terms) or "Check the licence of the data this model was trained on before using it."
+
+
 def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]],
                repo_id: str | None = None) -> str:
     """A Hub model card (README.md with YAML front matter) for a checkpoint.
@@ -176,6 +188,8 @@ def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]]
     lines += ["---", "", f"# {repo_id or arch + ' / ' + task}", "",
               f"Facial keypoint detector trained with kpcore on **{task}**: "
               f"a `{arch}` that predicts {config.get('num_keypoints', '?')} keypoints.", "",
+              f"**Terms of use:** {_terms(facts, config)} The weights are derived from that data and come "
+              "with the same terms (see *Data and licence*).", "",
               "## Model", "", "| field | value |", "|---|---|",
               f"| architecture | `{arch}` |",
               f"| arguments | `{json.dumps(model.get('kwargs', {}))}` |",
@@ -411,18 +425,22 @@ def pull(repo_id: str, revision: str | None = None, cache_dir: str | Path | None
 def resolve_model_dir(folder_or_repo_id: str | Path) -> Path:
     """Turn a folder path, a shipped checkpoint name or a ``user/repo`` id into a folder.
 
-    Tried in this order: an existing local folder; ``checkpoints/<name>`` shipped with
-    kpcore; a Hub repo (pulled, or taken from the cache when offline).
+    Tried in this order: an existing local folder; ``<root>/<name>`` for the roots of
+    :func:`kpcore.paths.checkpoint_roots` (``$KPCORE_CHECKPOINTS``, the repository's
+    ``checkpoints/``, the models packaged in the wheel); a Hub repo (pulled, or taken
+    from the cache when offline).
     """
     text = str(folder_or_repo_id)
     local = Path(text).expanduser()
     if local.is_dir():
-        return check_checkpoint_dir(local)
+        return check_checkpoint_dir(local, inference=True)
+    found = find_checkpoint(text)
+    if found is not None:
+        return check_checkpoint_dir(found, inference=True)
     names = shipped_names()
-    tried = [f"a local folder {str(local.resolve())!r} (does not exist)"]
-    if text in names:
-        return check_checkpoint_dir(SHIPPED_DIR / text)
-    tried.append(f"a shipped checkpoint under {SHIPPED_DIR} (known: {names or 'none'})")
+    roots = ", ".join(str(r) for r in checkpoint_roots()) or "no folder"
+    tried = [f"a local folder {str(local.resolve())!r} (does not exist)",
+             f"a checkpoint by name under {roots} (known: {names or 'none'})"]
     if looks_like_repo_id(text):
         try:
             return pull(text)
