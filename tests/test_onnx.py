@@ -243,6 +243,8 @@ def test_folder_without_weights_is_an_inference_only_checkpoint(tmp_path):
     pred = Predictor.from_pretrained(lean)
     assert pred.backend_name == "onnxruntime int8"
     np.testing.assert_array_equal(pred.predict_crops(image, [(40, 30, 50, 60)]), ref)
+    with pytest.raises(CheckpointError, match=r"inference-only checkpoint .*model\.int8\.onnx.*backend 'auto'"):
+        _ = Predictor.from_pretrained(lean, backend="onnx").onnx_model  # no weights to export float32 from
     (lean / ONNX_INT8_FILE).write_bytes(b"")  # nothing left to run it: one clear error
     with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="has no model to run"):
         Predictor.from_pretrained(lean)

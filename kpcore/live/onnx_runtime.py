@@ -156,6 +156,11 @@ def _current(folder: Path | None, name: str, threads: int | None, required: bool
     path = folder / name if folder is not None else None
     export = f"python -m kpcore export-onnx {folder or 'MODEL'}{flag}"
     if path is None or not path.is_file():
+        if required and folder is not None and not (folder / WEIGHTS_FILE).is_file():
+            have = sorted(p.name for p in folder.glob("*.onnx")) or "no ONNX file"
+            raise CheckpointError(f"{path} does not exist, and {folder} is an inference-only checkpoint (no "
+                                  f"{WEIGHTS_FILE} to export from; it has {have}): use backend 'auto', or a full "
+                                  f"checkpoint folder (e.g. the repository's checkpoints/{folder.name}) and `{export}`")
         if required:
             raise CheckpointError(f"{path or 'this model (no folder)'} does not exist; run `{export}` first")
         return None
