@@ -334,62 +334,222 @@ def landmark_speed(folder: Path, data_root=None, threads: int = 2, faces: int = 
     return rows
 
 
-def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 10) -> dict | None:
-    """A 1280x960 photo with one face, end to end, split into detection / landmarks / drawing (medians),
-    and ``predict_ms``: the whole ``Predictor.predict`` call, which adds the mirrored pass for the
-    confidences and the head pose."""
+PHOTO_SPEED_SIZE = (640, 480)
+PHOTO_SPEED_PHOTOS = 20
+MEDIAPIPE_ENV = "KPCORE_MEDIAPIPE_PYTHON"
+"""Environment variable naming a Python interpreter with mediapipe installed (e.g. a separate
+venv: mediapipe 0.10.21 pins numpy<2); when set, the photo section times MediaPipe Face Mesh
+with it (:mod:`kpcore.evaluation.mediapipe_timing`)."""
+
+
+def _spread(per_round: list[list[float]]) -> list[float]:
+    """The lowest and highest of the per-round medians (how much machine load moved the figure)."""
+    medians = [statistics.median(r) for r in per_round if r]
+    return [round(min(medians), 2), round(max(medians), 2)]
+
+
+def mediapipe_photo_times(photos: np.ndarray, rounds: int) -> dict | None:
+    """MediaPipe Face Mesh on ``photos`` in the interpreter ``$KPCORE_MEDIAPIPE_PYTHON`` names
+    (None when it is unset; an error naming the variable when that interpreter fails)."""
+    import subprocess
+    import tempfile
+
+    python = os.environ.get(MEDIAPIPE_ENV)
+    if not python:
+        return None
+    script = Path(__file__).with_name("mediapipe_timing.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "photos.npy"
+        np.save(path, photos)
+        done = subprocess.run([python, str(script), str(path), str(rounds)], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "2"})
+    if done.returncode != 0:
+        raise RuntimeError(f"${MEDIAPIPE_ENV}={python} could not time MediaPipe Face Mesh "
+                           f"(exit {done.returncode}): {done.stderr.strip()[-500:]}. Point it at a Python "
+                           f"with mediapipe installed (pip install mediapipe==0.10.21), or unset it.")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 3,
+                photos: int = PHOTO_SPEED_PHOTOS) -> list[dict]:
+    """The photo path on 640x480 photos of one face: kpcore's ``Predictor.predict`` split into
+    detect / points / confidence / pose, beside dlib (HOG + 68-point ERT) and MediaPipe Face Mesh
+    (static mode, up to 10 faces; when ``$KPCORE_MEDIAPIPE_PYTHON`` names an interpreter with
+    mediapipe), on the same decoded photos in the same run.
+
+    The photos are the first ``photos`` of helen/testset resized to 640x480, decoded
+    beforehand. kpcore is timed at ``threads`` and at 1 onnxruntime thread (on a
+    shared 2-core machine the single thread can be the faster: one face's networks
+    are too small to gain from a second thread that other jobs keep busy). Every
+    method times every photo once per round, ``repeats`` rounds; figures are medians
+    over all calls, with the spread of the per-round medians.
+    kpcore's parts are timed in separate calls on the same photo: ``detect_ms``
+    (the face detector), ``points_ms`` (crop + network, plain pass), ``confidence_ms``
+    (what the mirrored pass adds to it: the batched plain + mirrored call minus the
+    plain one), ``pose_ms`` (head pose of every face); ``ms_per_photo`` is the whole
+    ``Predictor.predict`` call.
+    """
     import cv2
 
     from ..data.datasets import load_split
     from ..data.inputs import decode_rgb
-    from ..live.detect import FaceDetector
-    from ..live.predict import Predictor
-    from ..live.track import TrackedFace, draw_faces
 
     try:
-        sample = load_split("ibug300w", "test", data_root)[0]
+        samples = [s for s in load_split("ibug300w", "test", data_root)
+                   if s.image_id.startswith("helen/testset")][:photos]
     except FileNotFoundError:
-        return None
-    img = cv2.resize(decode_rgb(sample.image_path), PHOTO_SIZE, interpolation=cv2.INTER_LINEAR)
+        return []
+    images = np.stack([cv2.resize(decode_rgb(s.image_path), PHOTO_SPEED_SIZE, interpolation=cv2.INTER_AREA)
+                       for s in samples])
+    size = PHOTO_SPEED_SIZE
+    base = {"section": "photo", "photo": f"{size[0]}x{size[1]}", "photos": len(images), "rounds": repeats}
+    rows = [_kpcore_photo_row(folder, images, n, repeats, base) for n in dict.fromkeys((threads, 1))]
+    dlib_times = _dlib_photo_times(images, repeats)
+    if dlib_times is not None:
+        times, n_faces = dlib_times
+        rows.append({**base, "model": "dlib", "method": "dlib HOG (upsample 0) + shape_predictor_68",
+                     "ms_per_photo": round(statistics.median(sum(times, [])), 2), "ms_spread": _spread(times),
+                     "faces_found": n_faces, "threads": 1})
+    mp_result = mediapipe_photo_times(images, repeats)
+    if mp_result is not None:
+        times = [mp_result["ms"][i * len(images):(i + 1) * len(images)] for i in range(repeats)]
+        rows.append({**base, "threads": None, "model": "mediapipe",
+                     "method": f"MediaPipe Face Mesh {mp_result['mediapipe']} "
+                     "(static_image_mode, max_num_faces=10)",
+                     "ms_per_photo": round(statistics.median(mp_result["ms"]), 2), "ms_spread": _spread(times),
+                     "faces_found": int(sum(mp_result["faces"])),
+                     "note": f"run by ${MEDIAPIPE_ENV} in its own interpreter (mediapipe pins numpy<2), "
+                             "same photos, same bench run"})
+    ms = {r["model"]: r["ms_per_photo"] for r in rows}
+    for r in rows:
+        r["photos_per_s"] = round(1000 / r["ms_per_photo"], 1)
+        r["vs_dlib"] = round(r["ms_per_photo"] / ms["dlib"], 2) if "dlib" in ms else None
+        r["vs_mediapipe"] = round(r["ms_per_photo"] / ms["mediapipe"], 2) if "mediapipe" in ms else None
+    return rows
+
+
+def _kpcore_photo_row(folder: Path, images: np.ndarray, threads: int, repeats: int, base: dict) -> dict:
+    """kpcore's row of :func:`photo_split` at ``threads`` onnxruntime threads (BlazeFace: always 1)."""
+    from ..live.detect import get_detector
+    from ..live.pose import estimate_pose
+    from ..live.predict import Predictor
+
+    size = (images.shape[2], images.shape[1])
     pred = Predictor.from_pretrained(folder, threads=threads)
-    pred._detector = FaceDetector(threads=threads)
-    parts: dict[str, list[float]] = {"detect_ms": [], "landmarks_ms": [], "draw_ms": [], "end_to_end_ms": [],
-                                     "predict_ms": []}
-    for i in range(repeats + 2):
-        t0 = time.perf_counter()
-        faces = pred.detector().detect(img)
-        t1 = time.perf_counter()
-        regions = [pred.detector_region(f.box, PHOTO_SIZE) for f in faces]
-        pts = pred.predict_regions([img] * len(regions), regions)
-        t2 = time.perf_counter()
-        draw_faces(img, [TrackedFace(j, p, p, r) for j, (p, r) in enumerate(zip(pts, regions, strict=True))],
-                   pred.facts)
-        t3 = time.perf_counter()
-        pred.predict(img)
-        t4 = time.perf_counter()
-        if i >= 2:
-            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, t4 - t3), strict=True):
-                parts[key].append(value * 1000)
-    return {"section": "photo", "model": folder.name, "backend": pred.backend_name,
-            "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}", "faces": len(faces), "threads": threads,
-            **{k: round(statistics.median(v), 1) for k, v in parts.items()}}
+    pred._detector = get_detector(threads=threads)
+    parts = ("ms_per_photo", "detect_ms", "points_ms", "points_and_confidence_ms", "pose_ms")
+    kp: dict[str, list[list[float]]] = {k: [] for k in parts}
+    found = []
+    for _ in range(WARMUP_CALLS):
+        pred.predict(images[0])
+    for r in range(repeats):
+        for k in parts:
+            kp[k].append([])
+        for img in images:
+            t0 = time.perf_counter()
+            faces = pred.predict(img)
+            t1 = time.perf_counter()
+            dets = pred.detector().detect(img)
+            t2 = time.perf_counter()
+            regions = [pred.detector_region(f.box, size) for f in dets]
+            pts = pred.predict_regions([img] * len(regions), regions)
+            t3 = time.perf_counter()
+            pred.predict_regions([img] * len(regions), regions, with_confidence=True)
+            t4 = time.perf_counter()
+            for p in pts:
+                estimate_pose(p, size)
+            t5 = time.perf_counter()
+            for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                kp[k][-1].append(v * 1000)
+            if r == 0:
+                found.append(len(faces))
+    med = {k: statistics.median(sum(v, [])) for k, v in kp.items()}
+    return {**base, "threads": threads, "model": folder.name,
+            "method": f"kpcore ({pred.backend_name}, {threads} thread{'s' if threads > 1 else ''})",
+            "ms_per_photo": round(med["ms_per_photo"], 2), "ms_spread": _spread(kp["ms_per_photo"]),
+            "detect_ms": round(med["detect_ms"], 2), "points_ms": round(med["points_ms"], 2),
+            "confidence_ms": round(max(med["points_and_confidence_ms"] - med["points_ms"], 0.0), 2),
+            "pose_ms": round(med["pose_ms"], 2), "faces_found": int(sum(found)),
+            "detector": "BlazeFace short-range, RetinaFace where needed"}
+
+
+def _dlib_photo_times(images: np.ndarray, repeats: int) -> tuple[list[list[float]], int] | None:
+    """dlib's own photo path (HOG face detector, then the 68-point predictor on each face): ms per
+    photo per round and faces found, or None without dlib."""
+    from .reference import DlibLandmarks
+
+    if not DlibLandmarks.available():
+        return None
+    import dlib
+
+    hog = dlib.get_frontal_face_detector()
+    landmarks = DlibLandmarks()
+
+    def run(img):
+        boxes = [(r.left(), r.top(), r.width(), r.height()) for r in hog(img, 0)]
+        if boxes:
+            landmarks.predict_crops(img, boxes)
+        return len(boxes)
+
+    for _ in range(WARMUP_CALLS):
+        run(images[0])
+    times, n_faces = [], 0
+    for r in range(repeats):
+        times.append([])
+        for img in images:
+            t0 = time.perf_counter()
+            n = run(img)
+            times[-1].append((time.perf_counter() - t0) * 1000)
+            n_faces += n if r == 0 else 0
+    return times, n_faces
+
+
+TINY_SCALE = 0.35
+"""The 6-face group photo shrunk by this and pasted on a 1280x960 canvas: its faces, 59-119 px
+wide in the photo, become 21-42 px (the issue's tiny faces, >= 20 px)."""
 
 
 def detection_recall(data_root=None, threads: int = 2) -> dict | None:
-    """Faces of helen/testset found by the detector (two-pass default), as ``kpcore calibrate`` matches them."""
+    """Faces found by the default detector (:func:`kpcore.live.detect.get_detector`: BlazeFace,
+    RetinaFace where needed): helen/testset as ``kpcore calibrate`` matches them, on how many
+    photos BlazeFace alone answered, and the 6-face group photo as it is and shrunk to tiny faces
+    on a 1280x960 canvas (beside RetinaFace alone)."""
     from ..data.datasets import load_split
+    from ..data.imageio import load_image
     from ..data.loader import decode_rgb
     from ..live.calibrate import match_detection
-    from ..live.detect import FaceDetector
+    from ..live.detect import FaceDetector, get_detector
+    from ..paths import REPO_ROOT
 
     try:
         samples = [s for s in load_split("ibug300w", "test", data_root) if s.image_id.startswith("helen/testset")]
     except FileNotFoundError:
         return None
-    det = FaceDetector(threads=threads)
-    found = sum(match_detection(det, decode_rgb(s.image_path), s) is not None for s in samples)
-    return {"section": "detection", "model": "face-detector", "photos": "helen/testset", "n": len(samples),
-            "found": found, "coarse_side": det.coarse_side, "max_side": det.max_side}
+    det = get_detector(threads=threads)
+    found = fast_only = 0
+    for s in samples:
+        image = decode_rgb(s.image_path)
+        face = match_detection(det, image, s)
+        found += face is not None
+        fast_only += face is not None and face.detector == "blazeface"
+    row = {"section": "detection", "model": "face-detector", "photos": "helen/testset", "n": len(samples),
+           "found": found, "blazeface_only": fast_only, "coarse_side": det.slow.coarse_side,
+           "max_side": det.slow.max_side}
+    group_path = REPO_ROOT / "webapp" / "examples" / "group.jpg"
+    if group_path.is_file():
+        import cv2
+
+        group = load_image(group_path)
+        small = cv2.resize(group, None, fx=TINY_SCALE, fy=TINY_SCALE, interpolation=cv2.INTER_AREA)
+        canvas = np.full((PHOTO_SIZE[1], PHOTO_SIZE[0], 3), 128, np.uint8)
+        top, left = (PHOTO_SIZE[1] - small.shape[0]) // 2, (PHOTO_SIZE[0] - small.shape[1]) // 2
+        canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+        retina = FaceDetector(threads=threads)
+        tiny = det.detect(canvas)
+        row.update({"group_found": len(det.detect(group)), "group_faces": 6,
+                    "tiny_found": len(tiny), "tiny_found_retinaface": len(retina.detect(canvas)),
+                    "tiny_smallest_px": round(min((min(f.box[2:]) for f in tiny), default=0.0), 1)})
+    return row
 
 
 def video_bench(folder: Path, data_root=None, threads: int = 2, frames: int = CLIP_FRAMES,
@@ -510,9 +670,9 @@ def run_speed_bench(json_out: str | Path | None = None, data_root=None, sections
                                repeats=2 if quick else 5)
         for r in rows:
             _print_any(r)
-        photo = photo_split(folder, data_root, threads, repeats=3 if quick else 10)
+        photo = photo_split(folder, data_root, threads, repeats=1 if quick else 3, photos=5 if quick else 20)
         recall = None if quick else detection_recall(data_root, threads)
-        for r in (photo, recall):
+        for r in [*photo, recall]:
             if r:
                 rows.append(r)
                 _print_any(r)

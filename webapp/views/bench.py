@@ -24,8 +24,10 @@ MODEL_COLUMNS = ["model", "task", "split", "n", "NME (%)", "mean_px_error", "fai
 # Where each other section's table starts: the columns one reads it for, then the rest, then
 # the measuring context (MEASURED_COLUMNS) last.
 FIRST_COLUMNS = {
-    "photo": ["backend", "end_to_end_ms", "detect_ms", "landmarks_ms", "draw_ms", "predict_ms", "faces"],
-    "detection": ["photos", "found", "n", "coarse_side", "max_side"],
+    "photo": ["method", "ms_per_photo", "photos_per_s", "vs_mediapipe", "vs_dlib", "detect_ms", "points_ms",
+              "confidence_ms", "pose_ms", "ms_spread", "faces_found", "photos"],
+    "detection": ["photos", "found", "n", "blazeface_only", "group_found", "tiny_found", "tiny_found_retinaface",
+                  "tiny_smallest_px"],
     "video": ["method", "loop_fps", "command_fps", "jitter (%)", "NME (%)", "missed", "backend", "threads", "clip"],
 }
 MEASURED_COLUMNS = ["model", "machine", "torch", "measured"]
@@ -151,13 +153,21 @@ def speed_figure(speed: pd.DataFrame) -> go.Figure:
 
 
 def photo_figure(photo: pd.DataFrame) -> go.Figure:
-    """A photo end to end, stacked: detection, landmarks, drawing."""
+    """ms per photo for each method; kpcore's bar split into detect / points / confidence / pose."""
     fig = go.Figure()
-    for col, name in (("detect_ms", "detection"), ("landmarks_ms", "landmarks"), ("draw_ms", "drawing")):
-        if col in photo:
-            fig.add_trace(go.Bar(y=photo["model"], x=photo[col], name=name, orientation="h"))
-    fig.update_layout(barmode="stack", height=200, margin=MARGIN, xaxis_title="ms",
-                      title=f"{photo['photo'].iloc[0] if 'photo' in photo else ''} photo end to end")
+    parts = (("detect_ms", "detect"), ("points_ms", "points"), ("confidence_ms", "confidence"), ("pose_ms", "pose"))
+    split = photo[photo[[c for c, _ in parts if c in photo]].notna().any(axis=1)] if "detect_ms" in photo else photo[:0]
+    for col, name in parts:
+        if col in split:
+            fig.add_trace(go.Bar(y=split["method"], x=split[col], name=name, orientation="h"))
+    rest = photo.drop(split.index)
+    if not rest.empty:
+        fig.add_trace(go.Bar(y=rest["method"], x=rest["ms_per_photo"], name="whole call", orientation="h"))
+    if not split.empty:
+        fig.add_trace(go.Scatter(y=split["method"], x=split["ms_per_photo"], mode="markers", name="whole Predictor.predict",
+                                 marker={"symbol": "line-ns-open", "size": 18, "color": "black"}))
+    fig.update_layout(barmode="stack", height=260, margin=MARGIN, xaxis_title="ms per photo",
+                      title=f"{photo['photo'].iloc[0] if 'photo' in photo else ''} photo, one face")
     return fig
 
 
@@ -253,12 +263,16 @@ MODEL_TABLE_CONFIG = {
     "loader_images_per_s": st.column_config.NumberColumn("loader images/s", format="%.1f"),
 }
 PHOTO_TABLE_CONFIG = {
-    "end_to_end_ms": st.column_config.NumberColumn("end to end (ms)", help="detection + landmarks + drawing"),
-    "detect_ms": st.column_config.NumberColumn("detection (ms)"),
-    "landmarks_ms": st.column_config.NumberColumn("landmarks (ms)"),
-    "draw_ms": st.column_config.NumberColumn("drawing (ms)"),
-    "predict_ms": st.column_config.NumberColumn(
-        "Predictor.predict (ms)", help="The whole call: also the mirrored pass for confidence, and head pose"),
+    "ms_per_photo": st.column_config.NumberColumn(
+        "ms per photo", help="kpcore: the whole Predictor.predict call (detection, points, confidence, pose)"),
+    "photos_per_s": st.column_config.NumberColumn("photos/s", format="%.0f"),
+    "vs_mediapipe": st.column_config.NumberColumn("x MediaPipe", format="%.2fx"),
+    "vs_dlib": st.column_config.NumberColumn("x dlib", format="%.2fx"),
+    "detect_ms": st.column_config.NumberColumn("detect (ms)"),
+    "points_ms": st.column_config.NumberColumn("points (ms)"),
+    "confidence_ms": st.column_config.NumberColumn("confidence (ms)", help="What the mirrored pass adds"),
+    "pose_ms": st.column_config.NumberColumn("pose (ms)"),
+    "ms_spread": st.column_config.ListColumn("spread (round medians, ms)"),
 }
 VIDEO_TABLE_CONFIG = {
     "loop_fps": st.column_config.NumberColumn("frames/s (loop)", format="%.0f"),
@@ -286,7 +300,7 @@ def main() -> None:
                    "means something only beside dlib's in the same run: this machine is shared. (The "
                    "Shipped models table below times the network alone in PyTorch, a different path.)")
     if not photo.empty:
-        st.subheader("A photo end to end")
+        st.subheader("A photo end to end, beside dlib and MediaPipe Face Mesh")
         st.plotly_chart(photo_figure(photo), key="bench_photo")
         st.dataframe(section_table(photo, "photo"), hide_index=True, key="bench_photo_table", placeholder=MISSING,
                      column_config=PHOTO_TABLE_CONFIG)
