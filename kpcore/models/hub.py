@@ -227,8 +227,13 @@ def model_card(config: dict[str, Any], eval_summaries: dict[str, dict[str, Any]]
               f"p = Predictor.from_pretrained({where})  # a Hub repo id or a local folder",
               "faces = p.predict(\"photo.jpg\")            # detect faces, then points in photo pixels",
               "points = p.predict_crop(\"face.jpg\", box=(left, top, width, height))",
-              "```", "",
-              "## Data and licence", "", licence
+              "```", ""]
+    if "detector_box_map" in config:  # predict() crops from detector boxes: name the detector (kpcore.live.detect)
+        lines += ["`predict` finds faces with MediaPipe's BlazeFace short-range (Apache-2.0, from the "
+                  "mediapipe 0.10.21 wheel) and, where BlazeFace finds none or a small or doubtful one, "
+                  "RetinaFace-MobileNetV2 (MIT, from the retinaface 1.1.1 wheel); `detector_box_map` in "
+                  "config.json maps their boxes to this model's crops (`kpcore calibrate`).", ""]
+    lines += ["## Data and licence", "", licence
               + " The weights are derived from that data and come with the same terms.", ""]
     if facts is not None and facts.citation:
         lines += ["Please cite:", "", facts.citation, ""]
