@@ -40,3 +40,23 @@ def test_fitted_map_puts_detector_crops_on_the_training_crops(data_root):
     overlaps = [C.iou(spec.crop_box(m.box, m.image_size), spec.crop_box(s.box, s.image_size))
                 for m, s in zip(mapped, test, strict=True)]
     assert np.median(overlaps) > 0.75, overlaps
+
+
+@needs_300w
+def test_fast_box_map_puts_blazeface_boxes_on_retinaface_boxes(data_root):
+    from kpcore.data.inputs import decode_rgb
+    from kpcore.live.detect import BlazeFaceDetector, FaceDetector, map_box
+
+    train = load_split("ibug300w", "train", data_root)[:16]
+    fast, slow = BlazeFaceDetector(), FaceDetector(threads=1)
+    box_map = C.fit_fast_box_map(train, fast, slow, progress=False)
+    assert box_map["n"] >= 14
+    # BlazeFace's boxes are about square and sit higher (brows to chin): the map stretches them down
+    assert 1.0 < box_map["sh"] < 1.6 and 0.7 < box_map["sw"] < 1.2
+    test = load_split("ibug300w", "test", data_root)[:8]
+    overlaps = []
+    for s in test:
+        image = decode_rgb(s.image_path)
+        a, b = C.match_detection(fast, image, s), C.match_detection(slow, image, s)
+        overlaps.append(C.iou(map_box(a.box, box_map, (image.shape[1], image.shape[0])), b.box))
+    assert np.median(overlaps) > 0.8, overlaps
