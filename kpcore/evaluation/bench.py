@@ -380,14 +380,14 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 3
     The photos are the first ``photos`` of helen/testset resized to 640x480, decoded
     beforehand. kpcore is timed at ``threads`` and at 1 onnxruntime thread (on a
     shared 2-core machine the single thread can be the faster: one face's networks
-    are too small to gain from a second thread that other jobs keep busy). Every
-    method times every photo once per round, ``repeats`` rounds; figures are medians
-    over all calls, with the spread of the per-round medians.
-    kpcore's parts are timed in separate calls on the same photo: ``detect_ms``
-    (the face detector), ``points_ms`` (crop + network, plain pass), ``confidence_ms``
-    (what the mirrored pass adds to it: the batched plain + mirrored call minus the
-    plain one), ``pose_ms`` (head pose of every face); ``ms_per_photo`` is the whole
-    ``Predictor.predict`` call.
+    are too small to gain from a second thread that other jobs keep busy). The
+    methods take turns in ``repeats`` rounds (each round times every photo once per
+    method), so that load from other jobs falls on all of them alike; figures are
+    medians over all calls, with the spread of the per-round medians. kpcore's parts
+    are timed in separate calls on the same photo: ``detect_ms`` (the face detector),
+    ``points_ms`` (crop + network, plain pass), ``confidence_ms`` (what the mirrored
+    pass adds: the batched plain + mirrored call minus the plain one), ``pose_ms``
+    (head pose of every face); ``ms_per_photo`` is the whole ``Predictor.predict`` call.
     """
     import cv2
 
@@ -401,25 +401,32 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 3
         return []
     images = np.stack([cv2.resize(decode_rgb(s.image_path), PHOTO_SPEED_SIZE, interpolation=cv2.INTER_AREA)
                        for s in samples])
-    size = PHOTO_SPEED_SIZE
-    base = {"section": "photo", "photo": f"{size[0]}x{size[1]}", "photos": len(images), "rounds": repeats}
-    rows = [_kpcore_photo_row(folder, images, n, repeats, base) for n in dict.fromkeys((threads, 1))]
-    dlib_times = _dlib_photo_times(images, repeats)
-    if dlib_times is not None:
-        times, n_faces = dlib_times
-        rows.append({**base, "model": "dlib", "method": "dlib HOG (upsample 0) + shape_predictor_68",
-                     "ms_per_photo": round(statistics.median(sum(times, [])), 2), "ms_spread": _spread(times),
-                     "faces_found": n_faces, "threads": 1})
-    mp_result = mediapipe_photo_times(images, repeats)
-    if mp_result is not None:
-        times = [mp_result["ms"][i * len(images):(i + 1) * len(images)] for i in range(repeats)]
+    base = {"section": "photo", "photo": f"{PHOTO_SPEED_SIZE[0]}x{PHOTO_SPEED_SIZE[1]}", "photos": len(images),
+            "rounds": repeats}
+    kpcore = [_KpcorePhotoPath(folder, n) for n in dict.fromkeys((threads, 1))]
+    dlib_path = _DlibPhotoPath.create()
+    use_mediapipe = bool(os.environ.get(MEDIAPIPE_ENV))
+    mp_times: list[list[float]] = []
+    mp_faces: list[int] = []
+    mp_version = ""
+    for r in range(repeats):
+        for method in [*kpcore, *([dlib_path] if dlib_path else [])]:
+            method.round(images, count_faces=r == 0)
+        if use_mediapipe:
+            result = mediapipe_photo_times(images, 1)
+            mp_times.append(result["ms"])
+            mp_faces = mp_faces or result["faces"]
+            mp_version = result["mediapipe"]
+    rows = [{**base, **k.row()} for k in kpcore]
+    if dlib_path:
+        rows.append({**base, **dlib_path.row()})
+    if use_mediapipe:
         rows.append({**base, "threads": None, "model": "mediapipe",
-                     "method": f"MediaPipe Face Mesh {mp_result['mediapipe']} "
-                     "(static_image_mode, max_num_faces=10)",
-                     "ms_per_photo": round(statistics.median(mp_result["ms"]), 2), "ms_spread": _spread(times),
-                     "faces_found": int(sum(mp_result["faces"])),
-                     "note": f"run by ${MEDIAPIPE_ENV} in its own interpreter (mediapipe pins numpy<2), "
-                             "same photos, same bench run"})
+                     "method": f"MediaPipe Face Mesh {mp_version} (static_image_mode, max_num_faces=10)",
+                     "ms_per_photo": round(statistics.median(sum(mp_times, [])), 2), "ms_spread": _spread(mp_times),
+                     "faces_found": int(sum(mp_faces)),
+                     "note": f"run by ${MEDIAPIPE_ENV} in its own interpreter (mediapipe pins numpy<2), one "
+                             "process per round, same photos, same bench run"})
     ms = {r["model"]: r["ms_per_photo"] for r in rows}
     for r in rows:
         r["photos_per_s"] = round(1000 / r["ms_per_photo"], 1)
@@ -428,23 +435,30 @@ def photo_split(folder: Path, data_root=None, threads: int = 2, repeats: int = 3
     return rows
 
 
-def _kpcore_photo_row(folder: Path, images: np.ndarray, threads: int, repeats: int, base: dict) -> dict:
-    """kpcore's row of :func:`photo_split` at ``threads`` onnxruntime threads (BlazeFace: always 1)."""
-    from ..live.detect import get_detector
-    from ..live.pose import estimate_pose
-    from ..live.predict import Predictor
+class _KpcorePhotoPath:
+    """kpcore's photo path at ``threads`` onnxruntime threads (BlazeFace: always 1), timed by parts."""
 
-    size = (images.shape[2], images.shape[1])
-    pred = Predictor.from_pretrained(folder, threads=threads)
-    pred._detector = get_detector(threads=threads)
-    parts = ("ms_per_photo", "detect_ms", "points_ms", "points_and_confidence_ms", "pose_ms")
-    kp: dict[str, list[list[float]]] = {k: [] for k in parts}
-    found = []
-    for _ in range(WARMUP_CALLS):
-        pred.predict(images[0])
-    for r in range(repeats):
-        for k in parts:
-            kp[k].append([])
+    PARTS = ("ms_per_photo", "detect_ms", "points_ms", "points_and_confidence_ms", "pose_ms")
+
+    def __init__(self, folder: Path, threads: int) -> None:
+        from ..live.detect import get_detector
+        from ..live.predict import Predictor
+
+        self.folder, self.threads = folder, threads
+        self.pred = Predictor.from_pretrained(folder, threads=threads)
+        self.pred._detector = get_detector(threads=threads)
+        self.times: dict[str, list[list[float]]] = {k: [] for k in self.PARTS}
+        self.found = 0
+
+    def round(self, images: np.ndarray, count_faces: bool) -> None:
+        from ..live.pose import estimate_pose
+
+        pred = self.pred
+        size = (images.shape[2], images.shape[1])
+        for _ in range(WARMUP_CALLS):  # the previous method's thread pool goes idle meanwhile
+            pred.predict(images[0])
+        for k in self.PARTS:
+            self.times[k].append([])
         for img in images:
             t0 = time.perf_counter()
             faces = pred.predict(img)
@@ -459,49 +473,61 @@ def _kpcore_photo_row(folder: Path, images: np.ndarray, threads: int, repeats: i
             for p in pts:
                 estimate_pose(p, size)
             t5 = time.perf_counter()
-            for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-                kp[k][-1].append(v * 1000)
-            if r == 0:
-                found.append(len(faces))
-    med = {k: statistics.median(sum(v, [])) for k, v in kp.items()}
-    return {**base, "threads": threads, "model": folder.name,
-            "method": f"kpcore ({pred.backend_name}, {threads} thread{'s' if threads > 1 else ''})",
-            "ms_per_photo": round(med["ms_per_photo"], 2), "ms_spread": _spread(kp["ms_per_photo"]),
-            "detect_ms": round(med["detect_ms"], 2), "points_ms": round(med["points_ms"], 2),
-            "confidence_ms": round(max(med["points_and_confidence_ms"] - med["points_ms"], 0.0), 2),
-            "pose_ms": round(med["pose_ms"], 2), "faces_found": int(sum(found)),
-            "detector": "BlazeFace short-range, RetinaFace where needed"}
+            for k, v in zip(self.PARTS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                self.times[k][-1].append(v * 1000)
+            self.found += len(faces) if count_faces else 0
+
+    def row(self) -> dict:
+        med = {k: statistics.median(sum(v, [])) for k, v in self.times.items()}
+        plural = "s" if self.threads > 1 else ""
+        return {"threads": self.threads, "model": self.folder.name,
+                "method": f"kpcore ({self.pred.backend_name}, {self.threads} thread{plural})",
+                "ms_per_photo": round(med["ms_per_photo"], 2), "ms_spread": _spread(self.times["ms_per_photo"]),
+                "detect_ms": round(med["detect_ms"], 2), "points_ms": round(med["points_ms"], 2),
+                "confidence_ms": round(max(med["points_and_confidence_ms"] - med["points_ms"], 0.0), 2),
+                "pose_ms": round(med["pose_ms"], 2), "faces_found": self.found,
+                "detector": "BlazeFace short-range, RetinaFace where needed"}
 
 
-def _dlib_photo_times(images: np.ndarray, repeats: int) -> tuple[list[list[float]], int] | None:
-    """dlib's own photo path (HOG face detector, then the 68-point predictor on each face): ms per
-    photo per round and faces found, or None without dlib."""
-    from .reference import DlibLandmarks
+class _DlibPhotoPath:
+    """dlib's own photo path: HOG face detector (no upsampling), then the 68-point predictor on each face."""
 
-    if not DlibLandmarks.available():
-        return None
-    import dlib
+    def __init__(self) -> None:
+        import dlib
 
-    hog = dlib.get_frontal_face_detector()
-    landmarks = DlibLandmarks()
+        from .reference import DlibLandmarks
 
-    def run(img):
-        boxes = [(r.left(), r.top(), r.width(), r.height()) for r in hog(img, 0)]
+        self.hog = dlib.get_frontal_face_detector()
+        self.landmarks = DlibLandmarks()
+        self.times: list[list[float]] = []
+        self.found = 0
+
+    @classmethod
+    def create(cls) -> _DlibPhotoPath | None:
+        from .reference import DlibLandmarks
+
+        return cls() if DlibLandmarks.available() else None
+
+    def _run(self, img: np.ndarray) -> int:
+        boxes = [(r.left(), r.top(), r.width(), r.height()) for r in self.hog(img, 0)]
         if boxes:
-            landmarks.predict_crops(img, boxes)
+            self.landmarks.predict_crops(img, boxes)
         return len(boxes)
 
-    for _ in range(WARMUP_CALLS):
-        run(images[0])
-    times, n_faces = [], 0
-    for r in range(repeats):
-        times.append([])
+    def round(self, images: np.ndarray, count_faces: bool) -> None:
+        for _ in range(WARMUP_CALLS):
+            self._run(images[0])
+        self.times.append([])
         for img in images:
             t0 = time.perf_counter()
-            n = run(img)
-            times[-1].append((time.perf_counter() - t0) * 1000)
-            n_faces += n if r == 0 else 0
-    return times, n_faces
+            n = self._run(img)
+            self.times[-1].append((time.perf_counter() - t0) * 1000)
+            self.found += n if count_faces else 0
+
+    def row(self) -> dict:
+        return {"threads": 1, "model": "dlib", "method": "dlib HOG (upsample 0) + shape_predictor_68",
+                "ms_per_photo": round(statistics.median(sum(self.times, [])), 2), "ms_spread": _spread(self.times),
+                "faces_found": self.found}
 
 
 TINY_SCALE = 0.35
