@@ -14,6 +14,9 @@ valid encodings are converted. The rules, in the order they are applied:
   merely big (more than ``max_side`` on its longer side) is shrunk to ``max_side``,
   not refused; JPEGs are then decoded at reduced scale (``draft``), which is fast
   and light. A side shorter than ``min_side`` is refused (nothing to detect).
+  A 16-bit RGB(A) PNG, decoded at full size and depth, is refused when that would take
+  more than :data:`MAX_DEEP_DECODE_BYTES`; 16-bit and float pixels are converted a block of
+  rows at a time, never through a full-size float copy.
 * **Truncated or corrupt** data is refused (Pillow's ``LOAD_TRUNCATED_IMAGES`` is
   never switched on).
 * **Animated** images (GIF, APNG, WebP, multi-page TIFF): the first frame.
@@ -62,6 +65,10 @@ DEFAULT_MAX_SIDE = 2048
 """Longer side above which images are shrunk while loading; faces and keypoints gain nothing beyond."""
 DEFAULT_MIN_SIDE = 32
 """Shorter side below which an image is refused; the face detector works on 32 px blocks."""
+MAX_DEEP_DECODE_BYTES = 600_000_000
+"""16-bit RGB(A) PNGs are decoded at full size and depth (OpenCV has no reduced 16-bit decode):
+above this many bytes of decoded pixels (100 MP of RGB48, 75 MP of RGBA64) they are refused
+before decoding, so one upload stays under ~1.5 GB of memory."""
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 """Files or byte strings larger than this are refused before decoding."""
 WHITE = (255, 255, 255)
@@ -164,6 +171,7 @@ def load_image_with_info(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXE
     with img:
         if img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
             _check_size(*img.size, label, max_pixels, min_side)
+            _check_deep_decode(*img.size, len(img.mode), label)
             return _from_deep_png(data, img.mode, label, max_pixels, max_side, min_side)
         return _from_pil(img, label, max_pixels, max_side, min_side)
 
@@ -175,19 +183,57 @@ def _png_bit_depth(data: bytes) -> int:
 
 def _from_deep_png(data: bytes, mode: str, label: str, max_pixels: int, max_side: int | None,
                    min_side: int) -> tuple[np.ndarray, ImageInfo]:
-    """A 48/64-bit PNG at full depth (Pillow would keep only the high bytes: black for 8-bit values)."""
+    """A 48/64-bit PNG at full depth (Pillow would keep only the high bytes: black for 8-bit values).
+
+    The 16-bit decode is the only full-size buffer besides the uint8 result: channel order,
+    depth and transparency are converted in blocks of rows (:func:`_by_rows`), never through a
+    full-size float copy (a 10000x10000 RGB48 PNG: peak RSS 5.8 GB before, 1.2 GB now).
+    """
     import cv2
 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if bgr is None or bgr.dtype != np.uint16 or bgr.ndim != 3:
         raise BadImageError(f"{label} is a 16-bit PNG that cannot be decoded; re-save it as an 8-bit PNG.")
-    rgb = bgr[:, :, [2, 1, 0, 3][:bgr.shape[2]]]
-    pixels = _wide_to_uint8(rgb, "I;16")
-    if pixels.shape[2] == 4:  # composite on white like every other transparent image
-        alpha = pixels[:, :, 3:].astype(np.float64) / 255
-        pixels = np.round(pixels[:, :, :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
-    array, info = _from_pil(Image.fromarray(np.ascontiguousarray(pixels)), label, max_pixels, max_side, min_side)
+    to_uint8 = _uint16_scaler(bgr)
+
+    def convert(block: np.ndarray) -> np.ndarray:
+        rgb = to_uint8(block[:, :, 2::-1])  # BGR(A) -> RGB
+        if block.shape[2] == 3:
+            return rgb
+        alpha = to_uint8(block[:, :, 3:]).astype(np.uint16)  # composite on white like other transparent images
+        return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+    pixels = _by_rows(bgr, 3, convert)
+    del bgr
+    array, info = _from_pil(Image.fromarray(pixels), label, max_pixels, max_side, min_side)
     return array, ImageInfo(size=info.size, out_size=info.out_size, format="PNG", mode=f"{mode};16")
+
+
+ROWS_PER_BLOCK = 256
+"""Rows converted at a time by :func:`_by_rows`: the temporary copies stay a few MB at any width."""
+
+
+def _by_rows(values: np.ndarray, channels: int | None, convert) -> np.ndarray:
+    """``convert`` applied to blocks of :data:`ROWS_PER_BLOCK` rows, into one new uint8 array.
+
+    ``channels``: the output's last axis (``None``: 2-D output). Only the output is full size.
+    """
+    shape = values.shape[:2] + ((channels,) if channels else ())
+    out = np.empty(shape, np.uint8)
+    for top in range(0, values.shape[0], ROWS_PER_BLOCK):
+        out[top:top + ROWS_PER_BLOCK] = convert(values[top:top + ROWS_PER_BLOCK])
+    return out
+
+
+def _uint16_scaler(values: np.ndarray):
+    """The uint16 -> uint8 rule for ``values``: as they are when every value fits in 8 bits, else x 255/65535.
+
+    Rounded exactly like ``round(v * 255 / 65535)`` (65535 = 255 x 257 and 257 is odd, so no
+    value lies half-way), in integers: no float copy.
+    """
+    if values.size and int(values.max()) <= 255:  # 8-bit values in a 16-bit file: keep them
+        return lambda block: block.astype(np.uint8)
+    return lambda block: ((block.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- sources
@@ -304,11 +350,13 @@ def _from_pil(img: Image.Image, label: str | None, max_pixels: int, max_side: in
         except Exception as e:  # noqa: BLE001 - a broken EXIF block must not lose the image
             warnings.warn(f"{label}: EXIF orientation {orientation} could not be applied ({e})",
                           stacklevel=3)
-    rgb = _to_rgb(img, label)
+    rgb = _to_rgb(img, label)  # "RGB", or "L" for one-channel sources: made RGB after the shrink
     if max_side is not None and max(rgb.size) > max_side:
         f = max_side / max(rgb.size)
         new = (max(1, round(rgb.size[0] * f)), max(1, round(rgb.size[1] * f)))
         rgb = rgb.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if rgb.mode != "RGB":
+        rgb = rgb.convert("RGB")
     array = np.array(rgb, dtype=np.uint8)  # a copy, never a view of PIL's buffer
     info = ImageInfo(size=(width, height), out_size=(array.shape[1], array.shape[0]),
                      format=fmt, mode=mode, exif_orientation=orientation, frames=frames)
@@ -334,9 +382,20 @@ def _check_size(width: int, height: int, label: str, max_pixels: int, min_side: 
                             f"{min_side}x{min_side}. Use a larger image.")
 
 
+def _check_deep_decode(width: int, height: int, channels: int, label: str) -> None:
+    needed = width * height * channels * 2
+    if needed > MAX_DEEP_DECODE_BYTES:
+        raise BadImageError(
+            f"{label} is a 16-bit {width}x{height} PNG: decoding it would take {needed / 1e6:.0f} MB, above "
+            f"the limit of {MAX_DEEP_DECODE_BYTES / 1e6:.0f} MB. Save it as an 8-bit PNG or JPEG, or "
+            "resize it first.")
+
+
 def _to_rgb(img: Image.Image, label: str) -> Image.Image:
+    """``img`` as "RGB", or as "L" when it has one channel (three identical channels are
+    cheaper to make after shrinking)."""
     mode = img.mode
-    if mode == "RGB":
+    if mode in ("RGB", "L"):
         return img
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -348,7 +407,7 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
         background = Image.new("RGBA", rgba.size, WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode.startswith("I;16") or mode in ("I", "F"):
-        return Image.fromarray(_wide_to_uint8(np.asarray(img), mode)).convert("RGB")
+        return Image.fromarray(_wide_to_uint8(np.asarray(img), mode))
     try:
         return img.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV, RGBX
     except (ValueError, OSError) as e:
@@ -357,21 +416,42 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
 
 
 def _wide_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
-    """16-bit, 32-bit integer or float pixels to uint8 (rules in the module docstring)."""
+    """16-bit, 32-bit integer or float pixels to uint8 (rules in the module docstring).
+
+    Converted in blocks of rows (:func:`_by_rows`): besides ``values`` only the uint8 result is
+    full size (a 10000x10000 16-bit PNG once peaked at 2 GB through float64 copies).
+    """
+    channels = values.shape[2] if values.ndim == 3 else None
     if mode.startswith("I;16"):
-        if values.size and int(values.max()) <= 255:  # 8-bit values in a 16-bit file: keep them
-            return values.astype(np.uint8)
-        return np.round(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-    values = values.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+        return _by_rows(values, channels, _uint16_scaler(values))
+    lo, hi = _finite_range(values)
+    if lo is None:
         return np.zeros(values.shape, np.uint8)
-    lo, hi = float(finite.min()), float(finite.max())
     if mode == "F" and lo >= 0 and hi <= 1:
-        values = values * 255.0  # float images in 0..1
+        offset, scale = 0.0, 255.0  # float images in 0..1
     elif lo < 0 or hi > 255:
-        values = (values - lo) * (255.0 / (hi - lo)) if hi > lo else values * 0.0
-    return np.round(np.nan_to_num(np.clip(values, 0, 255))).astype(np.uint8)
+        offset, scale = lo, (255.0 / (hi - lo) if hi > lo else 0.0)
+    else:
+        offset, scale = 0.0, 1.0
+
+    def convert(block: np.ndarray) -> np.ndarray:
+        scaled = (block.astype(np.float64) - offset) * scale
+        return np.round(np.nan_to_num(np.clip(scaled, 0, 255))).astype(np.uint8)
+
+    return _by_rows(values, channels, convert)
+
+
+def _finite_range(values: np.ndarray) -> tuple[float | None, float | None]:
+    """Min and max of the finite values, block by block (``(None, None)`` when there are none)."""
+    lo = hi = None
+    for top in range(0, values.shape[0], ROWS_PER_BLOCK):
+        block = values[top:top + ROWS_PER_BLOCK]
+        if np.issubdtype(block.dtype, np.floating):
+            block = block[np.isfinite(block)]
+        if block.size:
+            b_lo, b_hi = float(block.min()), float(block.max())
+            lo, hi = (b_lo, b_hi) if lo is None else (min(lo, b_lo), max(hi, b_hi))
+    return lo, hi
 
 
 def _from_array(array: np.ndarray, max_pixels: int, max_side: int | None,
