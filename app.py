@@ -17,6 +17,11 @@ with uvicorn instead of running this file as a script. The recipe:
 
 The dashboard's Live page embeds ``/gradio/`` in an iframe, same origin, so the
 pair works behind a single forwarded port (Docker, Hugging Face Spaces).
+
+Two middlewares wrap both apps: :class:`SecurityHeaders` (below) and
+:class:`webapp.serving.RequestGuard`, which refuses demo requests naming files
+outside Gradio's upload folder (before Gradio copies them) and answers a queue
+join with "busy, try again" in words when the queue, or one tab's share of it, is full.
 """
 
 from __future__ import annotations
@@ -33,12 +38,45 @@ from fastapi import FastAPI  # noqa: E402
 
 from webapp.base_url import pin_base_url  # noqa: E402
 from webapp.live import build_demo  # noqa: E402
+from webapp.serving import RequestGuard  # noqa: E402
 
 GRADIO_PATH = "/gradio"
 MAX_UPLOAD = "20mb"  # photos for the live demo; matches server.maxUploadSize in .streamlit/config.toml
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),  # an upload served back is never run as a script or page
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+    # Who may show the app in a frame: itself (the Live page's iframe) and a Hugging Face Space page.
+    # Not X-Frame-Options DENY, which would blank the app inside the Space.
+    (b"content-security-policy", b"frame-ancestors 'self' https://huggingface.co https://*.hf.space"),
+)
+
+
+class SecurityHeaders:
+    """ASGI middleware: :data:`SECURITY_HEADERS` on every HTTP response (dashboard and demo) that lacks them."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                have = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in SECURITY_HEADERS if k not in have)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
 
 dashboard = st.App(Path(__file__).resolve().parent / "webapp" / "dashboard.py")
 app = FastAPI(lifespan=dashboard.lifespan(), docs_url=None, redoc_url=None, openapi_url=None)
-gr.mount_gradio_app(app, build_demo(), path=GRADIO_PATH, ssr_mode=False, footer_links=["api"],
+demo = build_demo()
+gr.mount_gradio_app(app, demo, path=GRADIO_PATH, ssr_mode=False, footer_links=["api"],
                     max_file_size=MAX_UPLOAD)
 app.mount("/", pin_base_url(dashboard))  # webapp/base_url.py: no 404s when a page's URL is opened
+app.add_middleware(RequestGuard, blocks=demo, prefix=GRADIO_PATH)
+app.add_middleware(SecurityHeaders)  # added last: outermost, so refusals get the headers too

@@ -378,11 +378,12 @@ def test_run_demo_ui_clears_every_output_on_removal_and_on_error(webapp_env, mon
     assert f"tick &quot;{live.WHOLE_IMAGE_LABEL}&quot;" in error and "whole_image_if_no_face" not in error
 
 
-def test_load_photo_names_the_upload_never_the_server_path(tmp_path: Path) -> None:
+def test_load_photo_names_the_upload_never_the_server_path(tmp_path: Path, monkeypatch) -> None:
     import gradio as gr
 
     from webapp import live
 
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     server_copy = tmp_path / "gradio" / "abc123" / "notes.jpg"
     server_copy.parent.mkdir(parents=True)
     server_copy.write_text("not a picture")

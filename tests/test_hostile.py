@@ -188,10 +188,11 @@ def test_cli_process_prints_no_traceback(checkpoints: Path, files: Path, name: s
 
 # ----------------------------------------- the UI's event, called directly
 @pytest.fixture
-def live(checkpoints: Path, monkeypatch: pytest.MonkeyPatch):
+def live(checkpoints: Path, files: Path, monkeypatch: pytest.MonkeyPatch):
     from webapp import live
 
     monkeypatch.setenv(live.CHECKPOINTS_ENV, str(checkpoints))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(files))  # the demo reads uploads only: these count as uploads
     return live
 
 

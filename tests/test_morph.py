@@ -260,7 +260,8 @@ def morph_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """webapp.live with a stand-in `face68-300w` folder and a stub detector, no model."""
     from webapp import live
 
-    monkeypatch.setattr(live, "REPO_ROOT", tmp_path / "repo")  # no real checkpoints
+    monkeypatch.setattr("webapp.checkpoints.CHECKPOINTS_DIR", tmp_path / "repo")  # no real checkpoints
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the photos below count as uploads
     monkeypatch.setenv(live.CHECKPOINTS_ENV, str(tmp_path / "checkpoints"))
     stub = StubPredictor()
     monkeypatch.setattr(live, "predict_faces", lambda folder, image: stub.predict(image))

@@ -45,13 +45,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import io
 import json
 import os
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +61,13 @@ from kpcore.data.imageio import load_image_with_info
 from kpcore.errors import NoFaceFoundError
 from kpcore.live.render import LOW_CONFIDENCE, FaceMark, draw_faces, face_crop
 from kpcore.models.checkpoint import read_config
+from webapp import demo_files
+from webapp.checkpoints import CHECKPOINTS_ENV, checkpoint_roots, find_checkpoint, predictor
+from webapp.demo_files import RefusedFile, accepted_upload, new_output_folder, payload_path
 from webapp.live_video import add_video_tabs
+from webapp.serving import PHOTO_CONCURRENCY, QUEUE_MAX_SIZE
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-CHECKPOINTS_ENV = "KPCORE_CHECKPOINTS"
+EXAMPLES_DIR = demo_files.EXAMPLES_DIR
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 # Dropdown label -> checkpoint folder name.
@@ -105,24 +104,9 @@ class Face:
 
 
 # ---------------------------------------------------------------- kpcore calls
-def checkpoint_roots() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get(CHECKPOINTS_ENV, "").split(os.pathsep) if p.strip()]
-    return [*extra, REPO_ROOT / "checkpoints"]
-
-
 def checkpoint_folder(name: str) -> Path | None:
-    """The first ``<root>/<name>/`` holding a ``config.json``, or None."""
-    for root in checkpoint_roots():
-        if (root / name / "config.json").is_file():
-            return root / name
-    return None
-
-
-@functools.lru_cache(maxsize=len(MODELS))
-def _predictor(folder: str):
-    from kpcore import Predictor
-
-    return Predictor.from_pretrained(folder)
+    """The first ``<root>/<name>/`` holding a ``config.json`` (:mod:`webapp.checkpoints`), or None."""
+    return find_checkpoint(name, checkpoint_roots())
 
 
 def predict_faces(folder: Path, image: np.ndarray, whole_image_if_no_face: bool = False) -> list[Any]:
@@ -133,7 +117,7 @@ def predict_faces(folder: Path, image: np.ndarray, whole_image_if_no_face: bool 
     "face" covering the whole image, with score :data:`WHOLE_IMAGE_SCORE`.
     Raises kpcore's ``ValueError`` subclasses for unusable photos (too small, no face).
     """
-    return _predictor(str(folder)).predict(image, whole_image_if_no_face=whole_image_if_no_face)
+    return predictor(str(folder)).predict(image, whole_image_if_no_face=whole_image_if_no_face)
 
 
 def load_photo(photo: Any) -> tuple[np.ndarray, tuple[int, int]]:
@@ -141,9 +125,11 @@ def load_photo(photo: Any) -> tuple[np.ndarray, tuple[int, int]]:
 
     ``photo`` is what the ``predict`` event receives: Gradio's upload payload
     (a dict with ``path`` and ``orig_name``), or an object with ``.path``, or a
-    path; an array (Python callers, tests) gets the same checks. Everything is read by
-    kpcore's loader; its ``BadImageError`` becomes a ``gr.Error`` naming the file
-    as the user called it (never the server's temp path).
+    path, accepted only inside Gradio's upload folder or the shipped examples
+    (:func:`webapp.demo_files.accepted_upload`); an array (Python callers, tests)
+    gets the same image checks. Everything is read by kpcore's loader; its
+    ``BadImageError`` becomes a ``gr.Error`` naming the file as the user called it
+    (never a server path).
     """
     if isinstance(photo, np.ndarray):  # Python callers and tests: the same checks as a file
         try:
@@ -151,25 +137,26 @@ def load_photo(photo: Any) -> tuple[np.ndarray, tuple[int, int]]:
         except ValueError as e:
             raise user_error(str(e)) from e
         return image, info.size
-    if isinstance(photo, dict):
-        path, name = photo.get("path"), photo.get("orig_name")
-    elif isinstance(photo, (str, os.PathLike)):
-        path, name = photo, None
-    else:
-        path, name = getattr(photo, "path", None), getattr(photo, "orig_name", None)
-    if not path:
-        raise user_error("The photo did not arrive (no file in the request); upload it again.")
+    upload = accepted_photo(photo)
     try:
-        data = io.BytesIO(Path(path).read_bytes())
+        data = io.BytesIO(upload.path.read_bytes())
     except OSError as e:  # the upload vanished from the server's temp folder
-        raise user_error(f"The photo {name or 'you sent'!s} could not be read back on the server "
+        raise user_error(f"The photo {upload.name} could not be read back on the server "
                          f"({type(e).__name__}); upload it again.") from e
-    data.name = str(name or Path(path).name)  # the label in kpcore's messages, never the temp path
+    data.name = upload.name  # the label in kpcore's messages, never the server path
     try:
         image, info = load_image_with_info(data)
     except ValueError as e:  # kpcore's BadImageError: what is wrong and what to do
         raise user_error(str(e)) from e  # the user's file, not a server fault
     return image, info.size
+
+
+def accepted_photo(photo: Any) -> demo_files.Upload:
+    """The uploaded file a photo input names, or a ``gr.Error`` (see :func:`webapp.demo_files.accepted_upload`)."""
+    try:
+        return accepted_upload(photo, "photo")
+    except RefusedFile as e:
+        raise user_error(str(e)) from None
 
 
 def user_error(message: str) -> gr.Error:
@@ -245,9 +232,8 @@ def faces_json(faces: list[Face], model: str, layout: str | None, size: tuple[in
 
 def write_outputs(faces: list[Face], model: str, layout: DatasetFacts | None,
                   size: tuple[int, int]) -> tuple[str, str]:
-    """Write ``keypoints.json`` and ``keypoints.csv`` to a fresh temp folder; return their paths."""
-    folder = Path(tempfile.gettempdir()) / "kpcore_live" / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    """Write ``keypoints.json`` and ``keypoints.csv`` to a fresh output folder; return their paths."""
+    folder = new_output_folder()
     json_path, csv_path = folder / "keypoints.json", folder / "keypoints.csv"
     json_path.write_text(json.dumps(faces_json(faces, model, layout.name if layout else None, size),
                                     separators=(",", ":")))
@@ -462,6 +448,8 @@ MORPH_MAX_FRAMES = 48
 MORPH_FPS = 12
 MEAN_FACE_MIN_PHOTOS = 2
 MEAN_FACE_MAX_PHOTOS = 24  # each photo costs a detection and a warp (~0.2 s on 2 CPU cores)
+MORPH_QUEUE = {"concurrency_id": "morph", "concurrency_limit": 1}
+"""Morphs and mean faces (up to 48 frames or 24 photos each) run one at a time."""
 
 
 class _DemoFaceFinder:
@@ -506,12 +494,6 @@ def _align(morpher, photo: Any, label: str):
         raise user_error(f"{label}: {e}") from e
 
 
-def _morph_folder() -> Path:
-    folder = Path(tempfile.gettempdir()) / "kpcore_live" / uuid.uuid4().hex
-    folder.mkdir(parents=True)
-    return folder
-
-
 def run_morph(photo_a: Any, photo_b: Any, n_frames: int = MORPH_FRAMES, loop_back: bool = True,
               progress: gr.Progress | None = None) -> tuple[np.ndarray, str, str, str | None, str]:
     """The ``morph`` event: the half-way face, the sequence as GIF (shown and to download), an H.264 MP4, a summary.
@@ -546,7 +528,7 @@ def run_morph(photo_a: Any, photo_b: Any, n_frames: int = MORPH_FRAMES, loop_bac
     except ValueError as e:
         raise user_error(str(e)) from e
     morphed = time.perf_counter()
-    folder = _morph_folder()
+    folder = new_output_folder()
     shown = boomerang(frames) if loop_back else frames
     step(0.6, "Writing the GIF")
     gif = str(save_gif(shown, folder / "morph.gif", MORPH_FPS))
@@ -566,23 +548,15 @@ def _file_payloads(files: Any) -> list[Any]:
     """The files of a multi-file upload: Gradio payload dicts, paths, or objects with ``.path``/``.name``."""
     if files is None:
         return []
-    if isinstance(files, (dict, str, os.PathLike)) or hasattr(files, "path"):
+    if isinstance(files, (dict, str, os.PathLike, np.ndarray)) or hasattr(files, "path"):
         files = [files]
-    out = []
-    for f in files:
-        if isinstance(f, (dict, str, os.PathLike)) or hasattr(f, "path"):
-            out.append(f)
-        elif hasattr(f, "name"):  # tempfile-like objects of older Gradio versions
-            out.append(str(f.name))
-    return out
+    return list(files)
 
 
-def _display_name(f: Any) -> str:
-    if isinstance(f, dict):
-        return str(f.get("orig_name") or Path(str(f.get("path", "photo"))).name)
-    if isinstance(f, (str, os.PathLike)):
-        return Path(f).name
-    return str(getattr(f, "orig_name", None) or Path(str(getattr(f, "path", "photo"))).name)
+def _display_name(f: Any, index: int) -> str:
+    """The name a user gave a photo of a multi-file upload; a number for arrays and refused files."""
+    name = None if isinstance(f, np.ndarray) else payload_path(f)[1]
+    return name or f"photo {index}"
 
 
 def run_mean_face(files: list[Any] | None) -> tuple[np.ndarray, str]:
@@ -600,8 +574,8 @@ def run_mean_face(files: list[Any] | None) -> tuple[np.ndarray, str]:
         raise user_error(f"Upload at most {MEAN_FACE_MAX_PHOTOS} photos; got {len(photos)}.")
     morpher = _morpher()
     faces, skipped = [], []
-    for photo in photos:
-        name = _display_name(photo)
+    for i, photo in enumerate(photos, 1):
+        name = _display_name(photo, i)
         try:
             faces.append(_align(morpher, photo, name))
         except gr.Error as e:  # one bad photo should not spoil the others
@@ -665,14 +639,15 @@ def _morph_tab() -> None:
         outputs = [error, midway, animation, gif_file, video, summary]
         # The page's button: never raises, so old results never outlive a new photo or an error.
         button.click(run_morph_ui, inputs=[photo_a, photo_b, n_frames, loop_back], outputs=outputs,
-                     preprocess=False, api_visibility="private")
+                     preprocess=False, api_visibility="private", **MORPH_QUEUE)
         for photo in (photo_a, photo_b):  # a new or removed photo: the old morph is no longer its morph
             photo.change(lambda: ("", None, None, gr.update(value=None, interactive=False), None, ""),
                          outputs=outputs, api_visibility="private", show_progress="hidden")
         # The API (gradio_client): raises AppError with the message. Its trigger is never shown.
         api = gr.Button(visible=False, elem_id="morph-api")
         api.click(run_morph, inputs=[photo_a, photo_b, n_frames, loop_back],
-                  outputs=[midway, animation, gif_file, video, summary], api_name="morph", preprocess=False)
+                  outputs=[midway, animation, gif_file, video, summary], api_name="morph", preprocess=False,
+                  **MORPH_QUEUE)
 
         gr.Markdown("### Mean face of several photos")
         photos = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath",
@@ -684,12 +659,12 @@ def _morph_tab() -> None:
                                   elem_id="mean-result")
             mean_summary = gr.Markdown(elem_id="mean-summary")
         mean_button.click(run_mean_face_ui, inputs=[photos], outputs=[mean_error, mean_image, mean_summary],
-                          preprocess=False, api_visibility="private")
+                          preprocess=False, api_visibility="private", **MORPH_QUEUE)
         photos.change(lambda: ("", None, ""), outputs=[mean_error, mean_image, mean_summary],
                       api_visibility="private", show_progress="hidden")
         mean_api = gr.Button(visible=False, elem_id="mean-api")
         mean_api.click(run_mean_face, inputs=[photos], outputs=[mean_image, mean_summary], api_name="mean_face",
-                       preprocess=False)
+                       preprocess=False, **MORPH_QUEUE)
     # No triggers: runs on page load, so the notice clears once the checkpoint arrives.
     gr.on(None, morph_availability, outputs=notice, api_visibility="private", show_progress="hidden")
 
@@ -727,10 +702,16 @@ FIT_FRAME_JS = """
 """Run on page load (``demo.load(js=...)``): sizes the dashboard's iframe to the demo."""
 
 
+PHOTO_QUEUE = {"concurrency_id": "photo", "concurrency_limit": PHOTO_CONCURRENCY}
+"""The page's photo event and the ``predict`` API share one queue of :data:`PHOTO_CONCURRENCY` workers."""
+
+
 def build_demo() -> gr.Blocks:
     """The demo's Blocks; loads nothing until the first prediction."""
     # fill_width: inside the dashboard's iframe Gradio's side margins left the result ~360 px wide
-    with gr.Blocks(title="kpcore live demo", analytics_enabled=False, fill_width=True) as demo:
+    # delete_cache: Gradio's copies of uploads and outputs go after the same age as the demo's own files
+    with gr.Blocks(title="kpcore live demo", analytics_enabled=False, fill_width=True,
+                   delete_cache=demo_files.GRADIO_DELETE_CACHE) as demo:
         gr.Markdown("## Facial keypoints, live\nUpload a photo or click an example: every face gets its 68 "
                     "points, head pose and confidence. Download the points as JSON or CSV; they are `(x, y)` "
                     "pixels of your photo.")
@@ -776,16 +757,18 @@ def build_demo() -> gr.Blocks:
         # arrives while the removal of the previous one is still being handled.
         gr.on([button.click, photo.change], run_demo_ui, inputs=inputs,
               outputs=[error, result, gallery, summary, json_file, csv_file], preprocess=False,
-              api_visibility="private", trigger_mode="always_last")
+              api_visibility="private", trigger_mode="always_last", **PHOTO_QUEUE)
         # The API: raises AppError with kpcore's message. New inputs go last, with defaults,
         # so older API calls keep working.
         api.click(run_demo, inputs=inputs, outputs=[result, json_file, csv_file, summary], api_name="predict",
-                  preprocess=False)
+                  preprocess=False, **PHOTO_QUEUE)
         demo.load(availability, outputs=notice, api_visibility="private")
         demo.load(None, js=FIT_FRAME_JS, api_visibility="private")
         _morph_tab()
         add_video_tabs()  # "Webcam" and "Video": kpcore.live.track on a camera stream or a file
-    return demo
+    # A bounded queue: a flood gets "busy, try again" (webapp/serving.py answers it in words, with a
+    # per-tab bound too) instead of an ever longer wait for everyone.
+    return demo.queue(max_size=QUEUE_MAX_SIZE)
 
 
 if __name__ == "__main__":

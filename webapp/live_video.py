@@ -4,39 +4,66 @@ Webcam: Gradio streams camera frames (``gr.Image(sources=["webcam"],
 streaming=True)`` and ``.stream(..., stream_every=..., time_limit=...)``); each
 browser session has its own :class:`kpcore.live.track.Tracker` in a ``gr.State``, so
 the detector runs only when a face is new or lost and the points are smoothed
-from frame to frame. Video: an uploaded file goes through ``kpcore track``'s
-library call and comes back annotated (H.264) with the points as CSV.
+from frame to frame. Video: an uploaded file goes through the same tracker
+(:func:`kpcore.live.track.track`) frame by frame, within limits counted while
+reading (:class:`BoundedVideo`), and comes back annotated (H.264) with the
+points as CSV.
+
+Both events take Gradio's raw payload (``preprocess=False``) and read only files
+inside Gradio's upload folder (:mod:`webapp.demo_files`).
 
 :func:`add_video_tabs` is called inside ``build_demo()``'s Blocks (webapp/live.py).
 """
 
 from __future__ import annotations
 
-import tempfile
+import base64
+import csv
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
+from webapp.checkpoints import find_checkpoint, predictor
+from webapp.demo_files import RefusedFile, accepted_upload, new_output_folder
+
 VIDEO_MODEL = "face68-300w"
 STREAM_EVERY = 0.1
 """Seconds between webcam frames sent to the server (the browser's capture rate)."""
 STREAM_TIME_LIMIT = 120
 """Seconds of webcam processing per stream, so that one visitor cannot hold the queue."""
+WEBCAM_CONCURRENCY = 4
+"""Camera streams served at once; more wait in the queue."""
 FPS_WINDOW = 20
 MAX_VIDEO_SECONDS = 120
+"""Longest video the demo takes, by its own frame rate (`kpcore track` has no limit)."""
+MAX_VIDEO_FRAMES = 3600
+"""Frames read at most, whatever the container says: 120 s at 30 frames/s."""
+MAX_VIDEO_PIXELS = MAX_VIDEO_FRAMES * 1280 * 720
+"""Frames x pixels read at most: 120 s of 720p at 30 frames/s, or 13 s of 4K (~2 min of work on 2 cores)."""
+MAX_FRAME_PIXELS = 4096 * 2160
+"""Frames larger than 4K (DCI) are refused: one decoded frame is already 27 MB."""
+MAX_WEBCAM_FRAME_BYTES = 8_000_000
+"""An inline (base64) webcam frame larger than this is refused; a 1080p JPEG is ~0.5 MB."""
+SHORT_TOLERANCE = 0.01
+"""A video read to its end with fewer frames than its container declares, by more than this
+fraction (and 2 frames), was cut short (a corrupt or truncated stream)."""
 
 
 def _predictor():
-    from webapp import live
-
-    folder = live.checkpoint_folder(VIDEO_MODEL)
+    folder = find_checkpoint(VIDEO_MODEL)
     if folder is None:
         raise gr.Error(f"the {VIDEO_MODEL} checkpoint is not installed (checkpoints/{VIDEO_MODEL}/); "
                        f"restore it from the repository")
-    return live._predictor(str(folder))
+    return predictor(str(folder))
+
+
+def _user_error(message: str) -> gr.Error:
+    return gr.Error(message, print_exception=False)
 
 
 class WebcamSession:
@@ -63,8 +90,34 @@ class WebcamSession:
         return draw_faces(frame, faces, self.predictor.facts, label)
 
 
-def webcam_frame(frame: np.ndarray | None, session: WebcamSession | None) -> tuple[Any, Any]:
+def camera_frame(frame: Any) -> np.ndarray | None:
+    """A webcam frame as RGB uint8: an array, an inline ``data:`` image, or an uploaded file.
+
+    The stream's event takes Gradio's raw payload (``preprocess=False``), so a
+    file path is accepted only inside the upload folder
+    (:func:`webapp.demo_files.accepted_upload`) and every frame is decoded by
+    kpcore's loader (size limits, no server path in messages).
+    """
+    from kpcore.data.imageio import load_image
+
+    if frame is None or isinstance(frame, np.ndarray):
+        return frame
+    url = frame.get("url") if isinstance(frame, dict) else getattr(frame, "url", None)
+    try:
+        if isinstance(url, str) and url.startswith("data:"):
+            encoded = url.partition(",")[2]
+            if len(encoded) > MAX_WEBCAM_FRAME_BYTES * 4 // 3:
+                raise _user_error(f"a camera frame over {MAX_WEBCAM_FRAME_BYTES / 1e6:.0f} MB was refused; "
+                                  "lower the camera's resolution")
+            return load_image(base64.b64decode(encoded, validate=False))
+        return load_image(accepted_upload(frame, "camera frame").path)
+    except (RefusedFile, ValueError) as e:  # kpcore's BadImageError is a ValueError
+        raise _user_error(str(e)) from None
+
+
+def webcam_frame(frame: Any, session: WebcamSession | None) -> tuple[Any, Any]:
     """The stream handler: points drawn on the camera frame, with the frame rate."""
+    frame = camera_frame(frame)
     if frame is None:
         return None, session
     if frame.ndim == 2:
@@ -80,26 +133,154 @@ def reset_session(_: Any = None) -> None:
     return None
 
 
-def track_upload(video: str | None) -> tuple[str, str, str]:
-    """An uploaded video -> (annotated H.264 video, CSV of frame,face,point,x,y, summary)."""
-    from kpcore.live.track import read_frames, track_video
+# -------------------------------------------------------------------- video
+@dataclass
+class BoundedVideo:
+    """A video file read frame by frame, stopping at the demo's limits (:func:`open_video`).
+
+    The container's frame count and rate are only hints (a raw ``.h264`` stream
+    declares 0 frames): the frames and pixels actually decoded are counted, and
+    reading stops at :data:`MAX_VIDEO_FRAMES` frames or :data:`MAX_VIDEO_PIXELS`
+    frames x pixels. After reading, :attr:`stopped` says why it ended early, if it did.
+    """
+
+    path: Path
+    fps: float
+    declared: int  # frames the container declares (0: unknown)
+    size: tuple[int, int]  # (width, height) the container declares
+    read: int = 0
+    stopped: str | None = None  # None: read to its end
+
+    def frames(self) -> Iterator[np.ndarray]:
+        import cv2
+
+        width, height = self.size
+        frame_limit = min(MAX_VIDEO_FRAMES, MAX_VIDEO_PIXELS // max(1, width * height))
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                if bgr.shape[1] != width or bgr.shape[0] != height:
+                    self.stopped = (f"frame {self.read + 1} is {bgr.shape[1]}x{bgr.shape[0]}, not the "
+                                    f"{width}x{height} the file declares")
+                    break
+                if self.read >= frame_limit:
+                    self.stopped = (f"the demo's limit of {frame_limit} frames at {width}x{height} "
+                                    f"({MAX_VIDEO_PIXELS / 1e9:.1f} gigapixels in all) was reached")
+                    break
+                self.read += 1
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            cap.release()
+        short = self.declared - max(2, round(self.declared * SHORT_TOLERANCE))
+        if self.stopped is None and self.declared and self.read < short:
+            self.stopped = "the rest of the file could not be decoded (truncated or corrupt)"
+
+    def note(self) -> str:
+        """What to tell the user about a video that was not read to its end ("" when it was)."""
+        if self.stopped is None:
+            return ""
+        of = f"{self.read} of {self.declared}" if self.declared else f"the first {self.read}"
+        return f"**Cut short:** tracked {of} frames; {self.stopped}."
+
+
+def open_video(path: Path) -> BoundedVideo:
+    """Open an uploaded video and check what its container declares against the demo's limits.
+
+    Raises:
+        gr.Error: not a video OpenCV can read, frames above :data:`MAX_FRAME_PIXELS`, or a
+            declared length over :data:`MAX_VIDEO_SECONDS`.
+    """
+    import cv2
+
+    from kpcore.live.track import DEFAULT_FPS
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise _user_error("this file is not a video OpenCV can read; convert it to MP4 (H.264), e.g. "
+                              "`ffmpeg -i in.mov -c:v libx264 out.mp4`")
+        fps = cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+        fps = fps if 1 <= fps <= 1000 else DEFAULT_FPS
+        declared = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        cap.release()
+    if size[0] * size[1] > MAX_FRAME_PIXELS or min(size) < 1:
+        raise _user_error(f"the video's frames are {size[0]}x{size[1]}; the demo takes up to 4096x2160 "
+                          "(use `python -m kpcore track` for larger ones)")
+    if declared / fps > MAX_VIDEO_SECONDS:
+        raise _user_error(f"the video is {declared / fps:.0f} s long; the demo takes up to {MAX_VIDEO_SECONDS} s "
+                          f"(use `python -m kpcore track` for longer ones)")
+    return BoundedVideo(path, float(fps), declared, size)
+
+
+def _video_payload(video: Any) -> Any:
+    """The file of a ``gr.Video`` payload (Gradio 4 wrapped it as ``{"video": FileData, ...}``)."""
+    if isinstance(video, dict) and "path" not in video and isinstance(video.get("video"), dict):
+        return video["video"]
+    return video
+
+
+def track_upload(video: Any) -> tuple[str, str, str]:
+    """An uploaded video -> (annotated H.264 video, CSV of frame,face,point,x,y, summary).
+
+    ``video`` is Gradio's raw payload (``preprocess=False``): only a file in the
+    upload folder is read (:func:`webapp.demo_files.accepted_upload`), frame by
+    frame within the demo's limits (:class:`BoundedVideo`); a video that ends
+    early says so in the summary.
+    """
+    from kpcore.live.track import CSV_COLUMNS, VideoWriter, draw_faces, track
 
     if not video:
-        raise gr.Error("upload a video first (any format OpenCV reads: mp4, webm, mov, avi, mkv)")
+        raise _user_error("upload a video first (any format OpenCV reads: mp4, webm, mov, avi, mkv)")
     try:
-        _, fps, count, _ = read_frames(video)
-    except (FileNotFoundError, ValueError) as e:
-        raise gr.Error(str(e)) from None
-    if count and count / fps > MAX_VIDEO_SECONDS:
-        raise gr.Error(f"the video is {count / fps:.0f} s long; the demo takes up to {MAX_VIDEO_SECONDS} s "
-                       f"(use `python -m kpcore track` for longer ones)")
-    out = Path(tempfile.mkdtemp(prefix="kpcore-video-"))
-    name = Path(video).stem[:40] or "video"
-    summary = track_video(video, out / f"{name}_points.csv", out / f"{name}_keypoints.mp4", _predictor())
-    text = (f"{summary['frames']} frames, {summary['faces']} face(s), detector on {summary['detector_runs']} "
-            f"frame(s), {summary['fps']} frames/s on this server; video written as {summary['codec']}. "
+        upload = accepted_upload(_video_payload(video), "video")
+    except RefusedFile as e:
+        raise _user_error(str(e)) from None
+    source = open_video(upload.path)
+    model = _predictor()
+    out = new_output_folder()
+    name = Path(upload.name).stem[:40] or "video"
+    csv_path, video_path = out / f"{name}_points.csv", out / f"{name}_keypoints.mp4"
+    ids: set[int] = set()
+    runs = 0
+    start = time.perf_counter()
+    recent: list[float] = []
+    writer = VideoWriter(video_path, source.fps, source.size)
+    try:
+        with open(csv_path, "w", newline="") as f:
+            rows = csv.writer(f)
+            rows.writerow(CSV_COLUMNS)
+            for r in track(source.frames(), model, fps=source.fps):
+                runs += r.detector_ran
+                for face in r.faces:
+                    ids.add(face.id)
+                    rows.writerows((r.index, face.id, k, f"{x:.2f}", f"{y:.2f}")
+                                   for k, (x, y) in enumerate(face.points.tolist()))
+                recent = (recent + [time.perf_counter()])[-FPS_WINDOW:]
+                rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+                # the processing rate, not the video's own frame rate
+                label = f"tracked at {rate:.0f} frames/s" if rate else None
+                writer.write(draw_faces(r.frame, r.faces, model.facts, label, copy=False))
+    finally:
+        try:
+            writer.close()
+        except RuntimeError:
+            if source.read:  # ffmpeg fails on zero frames: that case has its own message below
+                raise
+    if source.read == 0:
+        raise _user_error("no frame of this video could be decoded; re-encode it, e.g. "
+                          "`ffmpeg -i in.mp4 -c:v libx264 out.mp4`")
+    seconds = time.perf_counter() - start
+    text = (f"{source.read} frames, {len(ids)} face(s), detector on {runs} frame(s), "
+            f"{source.read / seconds:.1f} frames/s on this server; video written as {writer.codec}. "
             f"CSV columns: `frame,face,point,x,y` (0-based frame index, stable face ids).")
-    return summary["video"], summary["csv"], text
+    if source.note():
+        text = source.note() + "\n\n" + text
+    return str(video_path), str(csv_path), text
 
 
 def add_video_tabs() -> None:
@@ -114,9 +295,10 @@ def add_video_tabs() -> None:
                               elem_id="kp-camera", height=360)
             shown = gr.Image(label="Tracked keypoints", type="numpy", interactive=False, elem_id="kp-camera-out",
                              height=360)
+        # preprocess=False: frames are decoded by camera_frame (kpcore's loader, uploads only)
         camera.stream(webcam_frame, inputs=[camera, session], outputs=[shown, session],
-                      stream_every=STREAM_EVERY, time_limit=STREAM_TIME_LIMIT, concurrency_limit=4,
-                      api_visibility="private")
+                      stream_every=STREAM_EVERY, time_limit=STREAM_TIME_LIMIT, concurrency_limit=WEBCAM_CONCURRENCY,
+                      concurrency_id="webcam", api_visibility="private", preprocess=False)
         camera.clear(reset_session, outputs=session, api_visibility="private")
     with gr.Tab("Video", id="video"):
         gr.Markdown("Upload a video: every frame gets its points (detection when a face is new or lost, "
@@ -129,4 +311,6 @@ def add_video_tabs() -> None:
                 annotated = gr.Video(label="Annotated", interactive=False, elem_id="kp-video-out")
                 points = gr.File(label="Points (CSV)", elem_id="kp-video-csv")
                 info = gr.Markdown(elem_id="kp-video-info")
-        go.click(track_upload, inputs=upload, outputs=[annotated, points, info], api_name="track_video")
+        # preprocess=False: Gradio would copy whatever file the request names into its cache first
+        go.click(track_upload, inputs=upload, outputs=[annotated, points, info], api_name="track_video",
+                 preprocess=False, concurrency_id="video", concurrency_limit=1)
