@@ -51,7 +51,8 @@ RUN python -m kpcore download imm --root "$KPCORE_DATA" \
 EXPOSE 7860
 # XSRF protection off: a Space shows the app inside an iframe on huggingface.co,
 # where the browser drops Streamlit's XSRF cookie and every st.file_uploader
-# upload would fail with 403. The app keeps no user data.
+# upload would fail with 403. It guards only Streamlit's upload endpoint, whose
+# files are read in memory for the visitor's own session (README, "The app").
 CMD ["streamlit", "run", "app.py", \
      "--server.port", "7860", "--server.address", "0.0.0.0", "--server.headless", "true", \
      "--server.enableXsrfProtection", "false", "--server.fileWatcherType", "none"]
