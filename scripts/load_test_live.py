@@ -10,7 +10,16 @@ a truncated JPEG, a 1x1 PNG, in turn) whose kpcore error message is known; the
 others upload the ``--photo`` files in turn and must get at least one face with
 points back. Printed: answered / errors / expected errors, median and max
 latency (from the call to its answer), total wall time. Exit code 0 when every
-request got the expected answer, 1 otherwise.
+request got the expected answer, 1 otherwise. An answer that the demo is busy
+(its queue is bounded: webapp/serving.py) is counted apart; it is not the expected answer.
+
+A soak: ``--rounds R`` sends R such bursts one after the other, and
+``--count-files DIR`` (repeatable) prints how many files and MB lie under a
+folder of the server (same machine) before and after, e.g. Gradio's upload
+folder (``$GRADIO_TEMP_DIR``) and the demo's own ``<tmp>/kpcore_live``::
+
+    python scripts/load_test_live.py --url http://127.0.0.1:7860/gradio/ --n 20 --rounds 15 \
+        --photo face.jpg --count-files /tmp/gradio --count-files /tmp/kpcore_live
 
 Against an app started with ``streamlit run app.py`` the Gradio part lives
 under ``/gradio/``; a bare ``python -m webapp.live`` serves it at ``/``.
@@ -37,6 +46,8 @@ DEFAULT_BAD_EVERY = 5
 REQUEST_TIMEOUT_S = 300.0
 """Longest wait for one answer; the queue runs one prediction at a time by default."""
 NOISE_SIDE = 200
+BUSY_MARKERS = ("Queue is full", "is busy", "currently busy", "waiting or running")
+"""How a full queue's answer reads (gradio_client's words for HTTP 503, the demo's for 429)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,11 @@ class Outcome:
     error: str | None = None  # the error message, when the call raised
     faces: int = 0
     points: int = 0  # points per face
+
+    @property
+    def busy(self) -> bool:
+        """The demo answered that it is busy (a bounded queue), not with points or an error about the file."""
+        return self.error is not None and any(m in self.error for m in BUSY_MARKERS)
 
     @property
     def correct(self) -> bool:
@@ -107,6 +123,7 @@ class LoadReport:
             f"errors: {self.errors} (expected: {self.expected_errors}, unexpected: "
             f"{self.errors - self.expected_errors})",
             f"correct: {n - len(self.wrong)}/{n}",
+            f"busy answers: {sum(o.busy for o in self.outcomes)}",
             f"latency: median {statistics.median(lat):.2f} s, max {max(lat):.2f} s, min {min(lat):.2f} s",
             f"wall time: {self.wall_s:.2f} s ({n / self.wall_s:.2f} requests/s)",
         ]
@@ -168,7 +185,7 @@ def _call(client, upload: Upload, api_name: str, timeout: float) -> Outcome:
         return Outcome(upload, time.perf_counter() - start, error=f"no answer: timed out after {timeout:.0f} s")
     except Exception as e:  # noqa: BLE001 - AppError carries the app's message; others are failures too
         message = str(e) or type(e).__name__
-        answered = type(e).__name__ == "AppError"
+        answered = type(e).__name__ in ("AppError", "QueueError")  # QueueError: "Queue is full! ..."
         return Outcome(upload, time.perf_counter() - start,
                        error=message if answered else f"no answer: {type(e).__name__}: {message}")
     faces, points = _count_points(json_path)
@@ -213,6 +230,12 @@ def run_load_test(url: str, photos: Sequence[Path], n: int = DEFAULT_N, bad_ever
     return LoadReport(outcomes, wall, kind)
 
 
+def folder_usage(folder: Path) -> tuple[int, float]:
+    """``(files, MB)`` under ``folder`` (0, 0 when it does not exist)."""
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return len(files), sum(p.stat().st_size for p in files) / 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True, help="the Gradio app, e.g. http://127.0.0.1:7860/gradio/")
@@ -223,16 +246,28 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"every k-th request uploads a broken file (default {DEFAULT_BAD_EVERY}; 0: none)")
     p.add_argument("--shared-client", action="store_true", help="one gradio_client.Client for all threads")
     p.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds to wait for one answer")
+    p.add_argument("--rounds", type=int, default=1, help="bursts of --n requests, one after the other (a soak)")
+    p.add_argument("--count-files", action="append", default=[], type=Path, metavar="DIR",
+                   help="print the files and MB under this server folder before and after (repeatable)")
     args = p.parse_args(argv)
-    if args.n < 1:
-        p.error(f"--n must be at least 1; got {args.n}")
+    if args.n < 1 or args.rounds < 1:
+        p.error(f"--n and --rounds must be at least 1; got {args.n} and {args.rounds}")
     missing = [str(ph) for ph in args.photo if not ph.is_file()]
     if missing:
         p.error(f"photo not found: {', '.join(missing)}")
-    report = run_load_test(args.url, args.photo, args.n, args.bad_every, args.shared_client,
-                           timeout=args.timeout)
-    print("\n".join(report.lines()))
-    return 0 if not report.wrong else 1
+    before = {d: folder_usage(d) for d in args.count_files}
+    wrong = 0
+    for i in range(args.rounds):
+        report = run_load_test(args.url, args.photo, args.n, args.bad_every, args.shared_client,
+                               timeout=args.timeout)
+        if args.rounds > 1:
+            print(f"--- round {i + 1}/{args.rounds}")
+        print("\n".join(report.lines()))
+        wrong += len(report.wrong)
+    for d, (files, mb) in before.items():
+        after = folder_usage(d)
+        print(f"{d}: {files} files ({mb:.1f} MB) before, {after[0]} files ({after[1]:.1f} MB) after")
+    return 0 if not wrong else 1
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ QUEUE_MAX_SIZE = 32
 """Events waiting at once, all visitors together: ~10 s of photos at ~3.8 photos/s on 2 cores."""
 PER_SESSION_LIMIT = 6
 """Events one browser tab may have waiting or running (a page load starts 2, a photo 1)."""
-PHOTO_CONCURRENCY = 2
-"""Photo predictions run at once (one per CPU core of a basic Space)."""
+PHOTO_CONCURRENCY = 1
+"""Photo predictions run at once. One: onnxruntime already uses both cores of a basic Space, and
+Gradio rewrites a result image in place when two requests give the same picture (same photo), which
+cut a concurrent download short twice in a 300-request soak with 2 at once."""
 JOIN_SUFFIX = "/gradio_api/queue/join"
 MAX_JSON_BYTES = 10_000_000
 """A JSON request carries parameters and file references; the largest inline content is a webcam frame."""
