@@ -412,8 +412,8 @@ def _predict_one_photo(args: argparse.Namespace, model: str, image: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .live.batch import DEFAULT_CHUNK as BATCH_CHUNK  # light: numpy only
-    from .live.smoothing import OneEuroParams as OneEuroDefaults  # light: numpy only
     from .live.batch import RAY_CHUNK
+    from .live.smoothing import OneEuroParams as OneEuroDefaults  # light: numpy only
 
     p = argparse.ArgumentParser(prog="kpcore", description="Facial keypoint detection: data, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)

@@ -14,9 +14,10 @@ valid encodings are converted. The rules, in the order they are applied:
   merely big (more than ``max_side`` on its longer side) is shrunk to ``max_side``,
   not refused; JPEGs are then decoded at reduced scale (``draft``), which is fast
   and light. A side shorter than ``min_side`` is refused (nothing to detect).
-  A 16-bit RGB(A) PNG, decoded at full size and depth, is refused when that would take
-  more than :data:`MAX_DEEP_DECODE_BYTES`; 16-bit and float pixels are converted a block of
-  rows at a time, never through a full-size float copy.
+  A 16-bit RGB(A) PNG is decoded at full depth only while that takes at most
+  :data:`FULL_DEPTH_DECODE_BYTES`; a larger one is decoded by Pillow at 8 bits (its high
+  bytes), which needs a third of the memory. 16-bit and float pixels are converted a block
+  of rows at a time, never through a full-size float copy.
 * **Truncated or corrupt** data is refused (Pillow's ``LOAD_TRUNCATED_IMAGES`` is
   never switched on).
 * **Animated** images (GIF, APNG, WebP, multi-page TIFF): the first frame.
@@ -25,8 +26,9 @@ valid encodings are converted. The rules, in the order they are applied:
 * **Modes**: ``1``/``L`` are replicated to 3 channels; ``I;16*`` (16-bit) are
   scaled by 255/65535, except when every value fits in 8 bits (0..255, what many
   tools write into a 16-bit file): those are taken as they are, else the picture
-  would come out black; 16-bit RGB(A) PNGs are decoded at full depth by OpenCV
-  (Pillow keeps only their high bytes) under the same rule; ``I`` and ``F`` are kept when already in 0..255
+  would come out black; 16-bit RGB(A) PNGs up to :data:`FULL_DEPTH_DECODE_BYTES` are decoded
+  at full depth by OpenCV under the same rule (larger ones: Pillow's high bytes, within one level
+  of the full-depth result; one whose high bytes are all zero is refused with the fix); ``I`` and ``F`` are kept when already in 0..255
   (``F`` in 0..1 is multiplied by 255), else stretched from their min..max to 0..255; CMYK and YCbCr are converted by Pillow
   (no colour management); ``P`` goes through its palette.
 * **Transparency** (RGBA, LA, PA, ``P`` with a transparent colour) is composited on
@@ -65,10 +67,11 @@ DEFAULT_MAX_SIDE = 2048
 """Longer side above which images are shrunk while loading; faces and keypoints gain nothing beyond."""
 DEFAULT_MIN_SIDE = 32
 """Shorter side below which an image is refused; the face detector works on 32 px blocks."""
-MAX_DEEP_DECODE_BYTES = 600_000_000
-"""16-bit RGB(A) PNGs are decoded at full size and depth (OpenCV has no reduced 16-bit decode):
-above this many bytes of decoded pixels (100 MP of RGB48, 75 MP of RGBA64) they are refused
-before decoding, so one upload stays under ~1.5 GB of memory."""
+FULL_DEPTH_DECODE_BYTES = 150_000_000
+"""16-bit RGB(A) PNGs whose full-depth pixels take at most this many bytes (25 MP of RGB48) are
+decoded at full depth by OpenCV, whose 16-bit PNG decode has no reduced mode and peaks at about
+twice the pixels' size. Larger ones go through Pillow's 8-bit decode (4 bytes a pixel): a 16-bit
+10000x10000 PNG then peaks under 0.5 GB instead of 1.2-2 GB."""
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 """Files or byte strings larger than this are refused before decoding."""
 WHITE = (255, 255, 255)
@@ -171,8 +174,17 @@ def load_image_with_info(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXE
     with img:
         if img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
             _check_size(*img.size, label, max_pixels, min_side)
-            _check_deep_decode(*img.size, len(img.mode), label)
-            return _from_deep_png(data, img.mode, label, max_pixels, max_side, min_side)
+            if img.width * img.height * len(img.mode) * 2 <= FULL_DEPTH_DECODE_BYTES:
+                return _from_deep_png(data, img.mode, label, max_pixels, max_side, min_side)
+            array, info = _from_pil(img, label, max_pixels, max_side, min_side)
+            if not array.any():  # every high byte 0: 8-bit values written into a 16-bit file
+                raise BadImageError(
+                    f"{label} is a {img.width}x{img.height} 16-bit PNG too large to decode at full depth, "
+                    "and its top 8 bits are all zero (8-bit values in a 16-bit file). Save it as an "
+                    "8-bit PNG or JPEG, or resize it below "
+                    f"{FULL_DEPTH_DECODE_BYTES // (len(img.mode) * 2) / 1e6:.0f} megapixels.")
+            return array, ImageInfo(size=info.size, out_size=info.out_size, format="PNG",
+                                    mode=f"{img.mode};16", exif_orientation=info.exif_orientation)
         return _from_pil(img, label, max_pixels, max_side, min_side)
 
 
@@ -380,15 +392,6 @@ def _check_size(width: int, height: int, label: str, max_pixels: int, min_side: 
     if min(width, height) < min_side:
         raise BadImageError(f"{label} is {width}x{height} pixels; kpcore needs at least "
                             f"{min_side}x{min_side}. Use a larger image.")
-
-
-def _check_deep_decode(width: int, height: int, channels: int, label: str) -> None:
-    needed = width * height * channels * 2
-    if needed > MAX_DEEP_DECODE_BYTES:
-        raise BadImageError(
-            f"{label} is a 16-bit {width}x{height} PNG: decoding it would take {needed / 1e6:.0f} MB, above "
-            f"the limit of {MAX_DEEP_DECODE_BYTES / 1e6:.0f} MB. Save it as an 8-bit PNG or JPEG, or "
-            "resize it first.")
 
 
 def _to_rgb(img: Image.Image, label: str) -> Image.Image:
