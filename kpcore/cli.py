@@ -321,7 +321,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .live.batch import BatchOptions, run_batch
 
     options = BatchOptions(min_score=args.min_score, min_confidence=args.min_confidence,
-                           whole_image=args.whole_image)
+                           whole_image=args.whole_image, detector=args.detector)
     s = run_batch(inputs, table, model=_model_argument(model), workers=args.workers, engine=args.engine,
                   options=options, chunk_size=args.chunk_size, progress=progress_enabled(),
                   overwrite=args.overwrite)
@@ -357,8 +357,12 @@ def _predict_one_photo(args: argparse.Namespace, model: str, image: str) -> int:
     from .live.predict import Predictor
 
     pred = Predictor.from_pretrained(_model_argument(model))
+    if args.detector == "retinaface":
+        from .live.detect import get_detector
+
+        pred._detector = get_detector().slow
     try:
-        faces = pred.predict(image, whole_image_if_no_face=args.whole_image)
+        faces = pred.predict(image, min_score=args.min_score, whole_image_if_no_face=args.whole_image)
     except NoFaceFoundError as e:
         raise NoFaceFoundError(f"no face found in {image!r}; try a photo where the face is larger and frontal, "
                                "or pass --whole-image to place the points on the whole image") from e
@@ -547,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-confidence", type=float, metavar="C",
                    help="mark faces whose keypoint confidence is below C (0..1) as status low_confidence")
     s.add_argument("--min-score", type=float, metavar="S", help="face detector score threshold (0..1)")
+    s.add_argument("--detector", choices=["cascade", "retinaface"], default="cascade",
+                   help="cascade: BlazeFace, RetinaFace where it is unsure (fast; a small face beside a large "
+                        "one is not looked for); retinaface: every face, slower (default: cascade)")
     s.add_argument("--chunk-size", type=int,
                    help=f"inputs per chunk written to <out>.parts/ (a kill loses at most the chunks in flight; "
                         f"default {BATCH_CHUNK}, {RAY_CHUNK} on Ray)")

@@ -301,6 +301,28 @@ def test_cli_one_photo_keeps_its_printed_summary(inputs: Path, capsys) -> None:
     assert out.startswith("astronaut.jpg: 512x512, 1 face, 68 points each") and "face 1: box" in out
 
 
+BYSTANDER_PHOTO = HELEN / "2985256907_1.jpg"
+"""A portrait with a small face behind its subject: the cascade keeps BlazeFace's one large, sure face."""
+
+
+@pytest.mark.skipif(not BYSTANDER_PHOTO.is_file(), reason=f"300-W helen testset not found under {DATA_ROOT}")
+def test_retinaface_detector_finds_the_bystander_the_cascade_skips(tmp_path: Path, capsys) -> None:
+    shutil.copy(BYSTANDER_PHOTO, tmp_path / BYSTANDER_PHOTO.name)
+    faces = {}
+    for detector in ("cascade", "retinaface"):
+        table = tmp_path / f"{detector}.parquet"
+        code = cli_main(["predict", str(tmp_path / BYSTANDER_PHOTO.name), "--out", str(table),
+                         "--detector", detector])
+        assert code == 0, capsys.readouterr().err
+        faces[detector] = read_table(table).column("status").to_pylist().count("ok")
+    assert faces == {"cascade": 1, "retinaface": 2}
+
+
+def test_an_unknown_detector_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown detector 'dlib'; choose from cascade, retinaface"):
+        run_batch([EXAMPLES / "astronaut.jpg"], tmp_path / "t.parquet", options=BatchOptions(detector="dlib"))
+
+
 def test_batch_and_align_import_no_torch() -> None:
     code = "import sys, kpcore.live.batch, kpcore.live.align; print(sorted(m for m in sys.modules if m.split('.')[0] " \
            "in ('torch', 'torchvision', 'timm', 'ray')))"
