@@ -222,3 +222,38 @@ def test_face_crop_is_a_crisp_close_up_with_its_points() -> None:
     # the box centre (420, 320) is the crop centre; the marker is drawn at the crop's scale, not enlarged
     assert tuple(crop[128, 128]) == PRED_COLOR
     assert _red_area(crop) >= 3 * _red_area(draw_faces(photo, [mark]))
+
+
+def test_a_label_wider_than_a_small_photo_is_shrunk_to_fit_whole() -> None:
+    from kpcore.live.render import FaceMark, draw_faces
+
+    label = "face 1 · 100% · conf 0.93"
+    # a 112 px portrait whose face fills it: at the face's label size the text is wider than the photo
+    out = draw_faces(_blank(112, 112), [FaceMark(points=None, box=(2, 20, 108, 90), label=label)])
+    band = np.all(np.abs(out.astype(int) - BOX_COLOR) <= 30, axis=-1)
+    # the label starts at the box's left edge, inside the photo; it was pushed left past the photo's
+    # edge and cut there ("ce 1 · 100%"), filling column 0
+    assert band[:, 0].sum() == 0 and band[:, 1:4].any()
+    font_rows = np.flatnonzero(band.sum(axis=1) > 50)
+    assert len(font_rows) >= 8  # still a readable band of text, not shrunk to nothing
+    from PIL import ImageDraw
+
+    from kpcore.live.render import _label_font
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font, (x0, _, x1, _) = _label_font(draw, label, 4 * 14, 4 * 112 - 16)
+    assert x1 - x0 <= 4 * 112 - 16 < _label_font(draw, label, 4 * 14, 10_000)[1][2]
+
+
+def test_enlarge_repeats_pixels_and_moves_points_with_them() -> None:
+    from kpcore.live.render import display_factor, enlarge, enlarged_points
+
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    big = enlarge(image, 4)
+    assert big.shape == (8, 12, 3)
+    assert (big[0:4, 4:8] == image[0, 1]).all() and (big[4:8, 8:12] == image[1, 2]).all()  # no smoothing
+    # pixel centre (1, 0) covers big pixels 4..7: its centre is 5.5
+    assert enlarged_points(np.array([[1.0, 0.0]]), 4).tolist() == [[5.5, 1.5]]
+    assert display_factor(112, 112, 480) == 5 and display_factor(600, 800, 480) == 1
+    assert display_factor(150, 100, 480) == 4
+    with pytest.raises(ValueError, match="whole number"):
+        enlarge(image, 0)

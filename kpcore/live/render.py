@@ -411,6 +411,47 @@ def _font(size: float) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=max(1, round(size)))
 
 
+def _label_font(draw: ImageDraw.ImageDraw, text: str, size: float,
+                max_width: float) -> tuple[ImageFont.ImageFont, tuple[float, float, float, float]]:
+    """The font of ``size`` pixels for ``text``, made smaller until the text fits ``max_width``; and its bbox.
+
+    A face filling a small photo gave a label wider than the photo, cut at its left edge ("ce 1 · 100%").
+    """
+    font = _font(size)
+    bbox = draw.textbbox((0, 0), text, font=font)
+    width = bbox[2] - bbox[0]
+    if width > max_width > 0:
+        font = _font(max(1.0, size * max_width / width))
+        bbox = draw.textbbox((0, 0), text, font=font)
+        while bbox[2] - bbox[0] > max_width and font.size > 1:  # glyph widths do not scale exactly
+            font = _font(font.size - 1)
+            bbox = draw.textbbox((0, 0), text, font=font)
+    return font, bbox
+
+
+def enlarge(image: np.ndarray | Image.Image, factor: int) -> np.ndarray:
+    """``image`` made ``factor`` times larger by repeating each pixel (no smoothing), as RGB ``uint8``.
+
+    Points move with ``x' = (x + 0.5) * factor - 0.5`` (pixel centres, see :func:`enlarged_points`).
+    """
+    base = to_rgb_uint8(image)
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"factor must be a whole number >= 1; got {factor}")
+    return base if factor == 1 else np.ascontiguousarray(base.repeat(factor, axis=0).repeat(factor, axis=1))
+
+
+def enlarged_points(points: np.ndarray | Sequence | None, factor: int) -> np.ndarray | None:
+    """Points ``(K, 2)`` in the pixels of an image :func:`enlarge` d by ``factor``."""
+    pts = _as_points(points, "points")
+    return None if pts is None else (pts + 0.5) * factor - 0.5
+
+
+def display_factor(height: int, width: int, min_side: int) -> int:
+    """The whole-number enlargement that brings the image's longer side to at least ``min_side`` (1 if it is)."""
+    return max(1, math.ceil(min_side / max(height, width, 1)))
+
+
 def draw_faces(
     image: np.ndarray | Image.Image,
     faces: Sequence[FaceMark],
@@ -491,10 +532,10 @@ def draw_faces(
 
     for mark, side in labels:  # last, so no face's points cover another face's label
         left, top, bw, bh = (float(v) for v in mark.box)
-        font = _font(np.clip(side * LABEL_FRACTION, MIN_LABEL_PX, MAX_LABEL_PX) * s)
-        x0, y0, x1, y1 = draw.textbbox((0, 0), mark.label, font=font, stroke_width=s)
-        tw, th = x1 - x0, y1 - y0
         pad = 2 * s
+        font, (x0, y0, x1, y1) = _label_font(draw, mark.label, np.clip(side * LABEL_FRACTION, MIN_LABEL_PX,
+                                                                       MAX_LABEL_PX) * s, w * s - 2 * pad)
+        tw, th = x1 - x0, y1 - y0
         bx = min(max(0, sub((left - 0.5, 0))[0]), w * s - tw - 2 * pad)
         by = sub((0, top - 0.5))[1] - th - 2 * pad
         if by < 0:  # no room above the box: below it (a viewer's buttons sit along the top edge) ...
