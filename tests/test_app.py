@@ -40,7 +40,8 @@ from tests.webapp_fixtures import (
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = str(REPO / "webapp" / "dashboard.py")
-PAGES = ["runs", "errors", "failures", "filters", "data", "bench", "live"]
+PAGES = ["runs", "errors", "failures", "compare", "slices", "robustness", "filters", "data", "bench", "triage",
+         "live"]  # every page of webapp/dashboard.py's PAGES
 APPTEST_TIMEOUT = 60
 SHOTS = Path(os.environ.get("KPCORE_SHOTS", "/tmp/shots"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -319,9 +320,9 @@ def test_build_demo_has_the_predict_api_and_example_hook(tmp_path: Path, monkeyp
     predict = [d for d in config["dependencies"] if d.get("api_name") == "predict"]
     assert len(predict) == 1 and len(predict[0]["targets"]) == 1  # the API's own (hidden) trigger
     ids = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
-    # the page's event: button click + photo change (uploads, removal, example clicks), all outputs
-    ui = [d for d in config["dependencies"] if len(d["targets"]) == 2
-          and {ids.get(t[0]) for t in d["targets"]} == {"kp-run", "kp-photo"}]
+    # the page's event: button click + photo change (uploads, removal, example clicks) + the other
+    # controls' changes (tests/test_live_demo.py), all outputs
+    ui = [d for d in config["dependencies"] if {ids.get(t[0]) for t in d["targets"]} >= {"kp-run", "kp-photo"}]
     assert len(ui) == 1
     assert {ids[o] for o in ui[0]["outputs"]} == {"kp-error", "kp-result", "kp-faces", "kp-summary",
                                                   "kp-json", "kp-csv"}
@@ -356,7 +357,8 @@ def test_run_demo_ui_clears_every_output_on_removal_and_on_error(webapp_env, mon
 
     monkeypatch.setattr(live, "predict_faces", ring)
     error, drawn, crops, summary, json_button, csv_button = live.run_demo_ui(np.full((120, 160, 3), 90, np.uint8))
-    assert error == "" and drawn.shape == (120, 160, 3) and len(crops) == 1 and "face 1" in crops[0][1]
+    # a small photo is shown enlarged by a whole factor (3x: its 160 px side reaches SHOW_MIN_SIDE)
+    assert error == "" and drawn.shape == (360, 480, 3) and len(crops) == 1 and "face 1" in crops[0][1]
     assert "0.30 (low)" in summary and "yaw" in summary  # confidence and pose in the summary table
     faces = json.loads(Path(json_button["value"]).read_text())["faces"]
     assert faces[0]["confidence"] == 0.3 and set(faces[0]["pose"]) == {"yaw", "pitch", "roll"}

@@ -236,6 +236,11 @@ def test_a_label_wider_than_a_small_photo_is_shrunk_to_fit_whole() -> None:
     assert band[:, 0].sum() == 0 and band[:, 1:4].any()
     font_rows = np.flatnonzero(band.sum(axis=1) > 50)
     assert len(font_rows) >= 8  # still a readable band of text, not shrunk to nothing
+    # the same face in the photo shown 5x enlarged: a label of an ordinary size (at most 1/24 of the
+    # image's side plus its padding), not a band as wide as the photo
+    big = draw_faces(_blank(560, 560), [FaceMark(points=None, box=(10, 100, 540, 450), label=label)])
+    rows = np.flatnonzero(np.all(np.abs(big.astype(int) - BOX_COLOR) <= 30, axis=-1).sum(axis=1) > 100)
+    assert 11 <= len(rows) <= 560 / 24 + 8, len(rows)
     from PIL import ImageDraw
 
     from kpcore.live.render import _label_font

@@ -59,7 +59,15 @@ import numpy as np
 from kpcore.data.facts import FACTS, DatasetFacts
 from kpcore.data.imageio import load_image_with_info
 from kpcore.errors import NoFaceFoundError
-from kpcore.live.render import LOW_CONFIDENCE, FaceMark, draw_faces, face_crop
+from kpcore.live.render import (
+    LOW_CONFIDENCE,
+    FaceMark,
+    display_factor,
+    draw_faces,
+    enlarge,
+    enlarged_points,
+    face_crop,
+)
 from kpcore.models.checkpoint import read_config
 from webapp import demo_files
 from webapp.checkpoints import CHECKPOINTS_ENV, checkpoint_roots, find_checkpoint, predictor
@@ -78,6 +86,24 @@ MODELS: dict[str, str] = {
     "Nose tip, 1 point (IMM)": "nose-imm",
 }
 DEFAULT_MODEL = next(iter(MODELS))
+STUDIO_ONLY = ("trained on IMM's 240 studio portraits (one frontal face, plain background, even light): "
+               "on other photos its points scatter; use a 300-W model for ordinary photos")
+"""Why the IMM models suit only IMM-style photos; said in the model menu and under every result they give."""
+MODEL_NOTES: dict[str, str] = {
+    "face58-imm": STUDIO_ONLY,
+    "nose-imm": STUDIO_ONLY,
+}
+"""Checkpoint folder -> what a user must know before trusting its points (in the menu's info and the result)."""
+STUDIO_ONLY_TAG = " · studio portraits only"
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """The "Model" menu as ``(shown label, value)``: values stay :data:`MODELS`' keys (the API's), labels warn."""
+    return [(label + (STUDIO_ONLY_TAG if MODEL_NOTES.get(name) else ""), label) for label, name in MODELS.items()]
+
+
+MODEL_INFO = ("The 300-W models suit ordinary photos. The IMM ones (\"studio portraits only\") were "
+              "trained on 240 studio portraits with a plain background and scatter their points elsewhere.")
 WHOLE_IMAGE_LABEL = "Use the whole image if no face is found"
 WHOLE_IMAGE_SCORE = 0.0
 """The score kpcore gives the whole-image "face" of ``predict(..., whole_image_if_no_face=True)``."""
@@ -86,6 +112,9 @@ WHOLE_IMAGE_SCORE = 0.0
 POSE_LAYOUT_POINTS = 68
 """Head pose is estimated for layouts with this many points (300-W's)."""
 CROP_SIDE = 256
+SHOW_MIN_SIDE = 480
+"""A photo whose longer side is below this is shown enlarged by a whole factor (each pixel repeated, so no
+smoothing) to at least this side, with the points drawn at that size: a 112 px portrait was shown 112 px wide."""
 """Side in pixels of each face's close-up in the gallery."""
 FACE_CROPS_MAX = 24
 """At most this many close-ups (the largest faces); every face is still in the image and the files."""
@@ -335,8 +364,13 @@ LEGEND = ("**How to read it:** the % beside each face is the face detector's sco
 
 
 def predict_photo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
-                  show_ids: bool = False, whole_image_if_no_face: bool = False) -> DemoResult:
-    """Detect, predict, draw and write the files for one photo; raises ``gr.Error`` with a clear message."""
+                  show_ids: bool = False, whole_image_if_no_face: bool = False,
+                  show_min_side: int = 0) -> DemoResult:
+    """Detect, predict, draw and write the files for one photo; raises ``gr.Error`` with a clear message.
+
+    ``show_min_side``: a photo whose longer side is smaller is drawn enlarged by a whole factor
+    (:data:`SHOW_MIN_SIDE` on the page; 0, the API's, keeps the photo's own pixels).
+    """
     if image is None:
         raise user_error("Upload a photo first (or click one of the example photos).")
     if model_label not in MODELS:
@@ -365,7 +399,9 @@ def predict_photo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool =
     ms = (time.perf_counter() - start) * 1000
     whole = whole_image_if_no_face and len(faces) == 1 and faces[0].score == WHOLE_IMAGE_SCORE
     marks = [face_mark(i, f, whole) for i, f in enumerate(faces, 1)]
-    drawn = draw_faces(image, marks, layout if skeleton else None, show_ids=show_ids)
+    zoom = display_factor(h, w, show_min_side)
+    drawn = draw_faces(enlarge(image, zoom), [enlarged_mark(m, zoom) for m in marks],
+                       layout if skeleton else None, show_ids=show_ids)
     largest = sorted(range(len(marks)), key=lambda i: -(faces[i].box[2] * faces[i].box[3] if faces[i].box else 0))
     crops = [(face_crop(image, marks[i], layout if skeleton else None, size=CROP_SIDE), marks[i].label)
              for i in sorted(largest[:FACE_CROPS_MAX])]
@@ -381,9 +417,24 @@ def predict_photo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool =
     if (w, h) != photo_size:
         summary += (f" · shown at {w}x{h}; the JSON and CSV points are in the "
                     f"{photo_size[0]}x{photo_size[1]} photo's pixels")
+    elif zoom > 1:
+        summary += (f" · this {w}x{h} photo is shown {zoom}x enlarged; the JSON and CSV points are in its "
+                    "own pixels")
+    if MODEL_NOTES.get(name) and faces:
+        summary += f"\n\n**`{name}` is {MODEL_NOTES[name]}.**"
     if faces and not whole:
         summary += "\n\n" + _summary_table(photo_faces) + "\n\n" + LEGEND
     return DemoResult(drawn, crops, json_path, csv_path, summary)
+
+
+def enlarged_mark(mark: FaceMark, factor: int) -> FaceMark:
+    """``mark`` in the pixels of its photo :func:`~kpcore.live.render.enlarge` d by ``factor``."""
+    if factor == 1:
+        return mark
+    box = None if mark.box is None else [v * factor for v in mark.box]  # edges scale exactly
+    origin = None if mark.axes_origin is None else \
+        tuple(enlarged_points(np.array([mark.axes_origin]), factor)[0].tolist())
+    return dataclasses.replace(mark, points=enlarged_points(mark.points, factor), box=box, axes_origin=origin)
 
 
 def run_demo(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
@@ -403,13 +454,18 @@ UI_OUTPUTS = 6
 """What :func:`run_demo_ui` updates: error box, result, close-ups, summary, JSON button, CSV button."""
 
 
-def error_box(message: str) -> str:
+PHOTO_ERROR_TITLE = "Could not use this photo."
+MORPH_ERROR_TITLE = "Could not morph."
+MEAN_ERROR_TITLE = "Could not average the faces."
+
+
+def error_box(message: str, title: str = PHOTO_ERROR_TITLE) -> str:
     """The red box shown above the result, kept until the next photo or run."""
     import html
 
     return (f"<div class='kp-error' role='alert' style='border:2px solid #d92626;background:#fdecec;"
-            f"color:#7a0b0b;padding:10px 14px;border-radius:8px;font-size:15px'><b>Could not use this "
-            f"photo.</b> {html.escape(message)}</div>")
+            f"color:#7a0b0b;padding:10px 14px;border-radius:8px;font-size:15px'><b>{html.escape(title)}</b> "
+            f"{html.escape(message)}</div>")
 
 
 def cleared(message: str = "") -> tuple:
@@ -418,23 +474,21 @@ def cleared(message: str = "") -> tuple:
     return (error_box(message) if message else "", None, None, "", buttons, buttons)
 
 
-TOAST_SECONDS = 8
-
-
 def run_demo_ui(image: Any, model_label: str = DEFAULT_MODEL, skeleton: bool = True,
                 show_ids: bool = False, whole_image_if_no_face: bool = False) -> tuple:
     """The page's event: like :func:`run_demo`, but no earlier photo's results ever stay on screen.
 
-    No photo (removed): everything cleared. An error: everything cleared, the
-    message in the red box above the result (which stays) and in a toast that goes after
-    :data:`TOAST_SECONDS` (toasts that stayed piled up over the red box, one per attempt).
+    No photo (removed): everything cleared. An error: everything cleared and the
+    message in the red box above the result, which the next photo's result or message replaces:
+    one message per event, never over a newer result. No toast: Gradio 6 groups toasts of one kind
+    and its timer closes a group only while it holds one message, so quick bad files piled up as
+    "Warning (6)" over the red box and the CSV button, and stayed.
     """
     if image is None:
         return cleared()
     try:
-        r = predict_photo(image, model_label, skeleton, show_ids, whole_image_if_no_face)
+        r = predict_photo(image, model_label, skeleton, show_ids, whole_image_if_no_face, SHOW_MIN_SIDE)
     except gr.Error as e:
-        gr.Warning(e.message, duration=TOAST_SECONDS, title="Could not use this photo")
         return cleared(e.message)
     files = [gr.update(value=p, interactive=True) for p in (r.json_path, r.csv_path)]
     return ("", r.drawn, r.crops, r.summary, *files)
@@ -592,22 +646,25 @@ def run_mean_face(files: list[Any] | None) -> tuple[np.ndarray, str]:
 
 def run_morph_ui(photo_a: Any, photo_b: Any, n_frames: int = MORPH_FRAMES, loop_back: bool = True,
                  progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's injection idiom
-    """The Morph button: :func:`run_morph` with every output replaced, or cleared with the error shown."""
+    """The Morph button: :func:`run_morph` with every output replaced, or cleared with the error shown.
+
+    The error is shown in the red box under the button only (no toast: those never closed and piled
+    up, "Warning (3)", over later results and other tabs); the next morph or photo replaces it.
+    """
     try:
         midway, shown, gif, mp4, summary = run_morph(photo_a, photo_b, n_frames, loop_back, progress)
     except gr.Error as e:
-        gr.Warning(e.message, duration=None, title="Could not morph")
-        return (error_box(e.message), None, None, gr.update(value=None, interactive=False), None, "")
+        return (error_box(e.message, MORPH_ERROR_TITLE), None, None, gr.update(value=None, interactive=False),
+                None, "")
     return ("", midway, shown, gr.update(value=gif, interactive=True), mp4, summary)
 
 
 def run_mean_face_ui(files: Any) -> tuple:
-    """The "Average the faces" button: :func:`run_mean_face`, or cleared with the error shown."""
+    """The "Average the faces" button: :func:`run_mean_face`, or cleared with the error shown (no toast)."""
     try:
         image, summary = run_mean_face(files)
     except gr.Error as e:
-        gr.Warning(e.message, duration=None, title="Could not average")
-        return error_box(e.message), None, ""
+        return error_box(e.message, MEAN_ERROR_TITLE), None, ""
     return "", image, summary
 
 
@@ -701,6 +758,36 @@ FIT_FRAME_JS = """
 """
 """Run on page load (``demo.load(js=...)``): sizes the dashboard's iframe to the demo."""
 
+PHOTO_BOXES = ("kp-photo", "morph-a", "morph-b")
+"""The photo inputs whose preview says so in words when the browser cannot show the file."""
+NO_PREVIEW_TEXT = ("No preview", "the browser cannot show this file as a picture")
+PAGE_JS = """
+() => {
+  // 1. A photo input's preview of a file the browser cannot show (a text file named .jpg, a TIFF)
+  // was a broken-image frame: draw a line of text in its place instead. Gradio sets a new src for
+  // the next file, so nothing else changes.
+  const boxes = __BOXES__.map((id) => "#" + id + " img").join(", ");
+  const [title, line] = __TEXT__;
+  const svg = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(
+    '<svg xmlns="http://www.w3.org/2000/svg" width="480" height="120" viewBox="0 0 480 120">' +
+    '<rect width="480" height="120" fill="#f4f4f5"/><g font-family="sans-serif" fill="#52525b" ' +
+    'text-anchor="middle"><text x="240" y="52" font-size="22" font-weight="bold">' + title + "</text>" +
+    '<text x="240" y="84" font-size="16">' + line + "</text></g></svg>");
+  document.addEventListener("error", (ev) => {
+    const img = ev.target;
+    if (img instanceof HTMLImageElement && img.matches(boxes) && !img.src.startsWith("data:image/svg")) {
+      img.src = svg;
+      img.alt = title + ": " + line;
+    }
+  }, true);
+  // 2. The close-ups' captions ("face 4 · 100% · conf 0.10") wrap instead of being cut to "face 4 · 10...".
+  const style = document.createElement("style");
+  style.textContent = "#kp-faces .caption-label { white-space: normal; max-width: 100%; overflow: visible; }";
+  document.head.appendChild(style);
+}
+""".replace("__BOXES__", json.dumps(list(PHOTO_BOXES))).replace("__TEXT__", json.dumps(NO_PREVIEW_TEXT))
+"""Run on page load (``demo.load(js=...)``): words instead of broken previews, whole close-up captions."""
+
 
 PHOTO_QUEUE = {"concurrency_id": "photo", "concurrency_limit": PHOTO_CONCURRENCY}
 """The page's photo event and the ``predict`` API share one queue of :data:`PHOTO_CONCURRENCY` workers."""
@@ -722,10 +809,11 @@ def build_demo() -> gr.Blocks:
                     # No webcam here: the Webcam / Video tabs stream from a camera (webapp/live_video.py).
                     photo = gr.Image(label="Photo", sources=["upload", "clipboard"], type="filepath",
                                      elem_id="kp-photo", height=360)
-                    model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="kp-model")
+                    model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", info=MODEL_INFO,
+                                        elem_id="kp-model")
                     with gr.Row():
-                        skeleton = gr.Checkbox(value=True, label="Skeleton")
-                        show_ids = gr.Checkbox(value=False, label="Point ids")
+                        skeleton = gr.Checkbox(value=True, label="Skeleton", elem_id="kp-skeleton")
+                        show_ids = gr.Checkbox(value=False, label="Point ids", elem_id="kp-ids")
                     whole_image = gr.Checkbox(value=False, label=WHOLE_IMAGE_LABEL, elem_id="kp-whole")
                     button = gr.Button("Find keypoints", variant="primary", elem_id="kp-run")
                     examples = example_photos()
@@ -752,10 +840,12 @@ def build_demo() -> gr.Blocks:
         # preprocess=False: the photo arrives as the uploaded file, and kpcore (not
         # Gradio) decodes it, with kpcore's messages for bad files (see load_photo).
         # The page's event never raises, so no output outlives a new photo, a removed one or an error;
-        # photo.change covers uploads, removal and example clicks. trigger_mode="always_last": gr.on
-        # takes its mode from the first trigger (a click: "once"), which drops a new photo that
+        # photo.change covers uploads, removal and example clicks; a changed model or tick box redraws
+        # at once ("Point ids" did nothing until the button was pressed again). trigger_mode="always_last":
+        # gr.on takes its mode from the first trigger (a click: "once"), which drops a new photo that
         # arrives while the removal of the previous one is still being handled.
-        gr.on([button.click, photo.change], run_demo_ui, inputs=inputs,
+        gr.on([button.click, *(c.change for c in (photo, model, skeleton, show_ids, whole_image))], run_demo_ui,
+              inputs=inputs,
               outputs=[error, result, gallery, summary, json_file, csv_file], preprocess=False,
               api_visibility="private", trigger_mode="always_last", **PHOTO_QUEUE)
         # The API: raises AppError with kpcore's message. New inputs go last, with defaults,
@@ -764,6 +854,7 @@ def build_demo() -> gr.Blocks:
                   preprocess=False, **PHOTO_QUEUE)
         demo.load(availability, outputs=notice, api_visibility="private")
         demo.load(None, js=FIT_FRAME_JS, api_visibility="private")
+        demo.load(None, js=PAGE_JS, api_visibility="private")
         _morph_tab()
         add_video_tabs()  # "Webcam" and "Video": kpcore.live.track on a camera stream or a file
     # A bounded queue: a flood gets "busy, try again" (webapp/serving.py answers it in words, with a

@@ -362,8 +362,11 @@ FACE_RADIUS_FRACTION = 1 / 90
 FACE_MIN_RADIUS_PX = 1.0
 FACE_MAX_RADIUS_PX = 40.0
 LABEL_FRACTION = 1 / 8
-"""Label text height as a fraction of the face box's side, with the bounds below."""
+"""Label text height as a fraction of the face box's side, with the bounds below; at most
+``LABEL_IMAGE_FRACTION`` of the image's longer side (a face filling an enlarged small photo got a
+label as wide as the photo)."""
 MIN_LABEL_PX, MAX_LABEL_PX = 11, 72
+LABEL_IMAGE_FRACTION = 1 / 24
 AXIS_LENGTH = 0.45
 """Pose axes' length as a fraction of the face box's side."""
 CROP_FRAMING = 1.35
@@ -533,8 +536,9 @@ def draw_faces(
     for mark, side in labels:  # last, so no face's points cover another face's label
         left, top, bw, bh = (float(v) for v in mark.box)
         pad = 2 * s
-        font, (x0, y0, x1, y1) = _label_font(draw, mark.label, np.clip(side * LABEL_FRACTION, MIN_LABEL_PX,
-                                                                       MAX_LABEL_PX) * s, w * s - 2 * pad)
+        size = min(np.clip(side * LABEL_FRACTION, MIN_LABEL_PX, MAX_LABEL_PX),
+                   max(MIN_LABEL_PX, max(h, w) * LABEL_IMAGE_FRACTION))
+        font, (x0, y0, x1, y1) = _label_font(draw, mark.label, size * s, w * s - 2 * pad)
         tw, th = x1 - x0, y1 - y0
         bx = min(max(0, sub((left - 0.5, 0))[0]), w * s - tw - 2 * pad)
         by = sub((0, top - 0.5))[1] - th - 2 * pad
