@@ -481,6 +481,41 @@ def test_gradio_client_predicts_through_the_mount(served: str, tmp_path: Path) -
     assert len(Path(csv_path).read_text().splitlines()) == 1 + 68
 
 
+def example_load_urls(base: str) -> list[str]:
+    """The file URLs Gradio gives when an example photo is clicked (its non-queued ``/run/predict`` route)."""
+    import urllib.request
+
+    config = json.loads(http_get(base + "/gradio/config")[1])
+    dataset = next(c["id"] for c in config["components"] if c.get("type") == "dataset")
+    dep = next(d for d in config["dependencies"] if [dataset, "click"] in [list(t) for t in d["targets"]])
+    body = json.dumps({"data": [0], "fn_index": dep["id"], "trigger_id": dataset, "session_hash": "t19"}).encode()
+    request = urllib.request.Request(base + "/gradio/gradio_api/run/predict", data=body,
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        value = json.loads(answer.read())["data"][0]["value"]
+    return [value["url"]]
+
+
+@pytest.mark.slow
+def test_file_urls_carry_the_gradio_mount_path(served: str, tmp_path: Path) -> None:
+    """An example's preview and, behind a proxy (X-Forwarded-Host), every result: ``/gradio/gradio_api/file=``.
+
+    Without ``root_path`` on the mount, Gradio built them as ``/gradio_api/file=...``, which the
+    dashboard answers with its HTML: a broken image in the Photo box after an example click.
+    """
+    from gradio_client import Client, handle_file
+
+    urls = example_load_urls(served)
+    assert all(url.startswith(served + "/gradio/gradio_api/file=") for url in urls), urls
+    status, body = http_get(urls[0])
+    assert status == 200 and not body.lstrip().lower().startswith((b"<!doctype", b"<html", b"<!--"))
+    client = Client(served + "/gradio/", verbose=False, download_files=False,
+                    headers={"X-Forwarded-Host": "demo.example.org"})
+    image = client.predict(handle_file(str(need_face_photo())), api_name="/predict")[0]
+    url = image if isinstance(image, str) else image["url"]
+    assert url.startswith("http://demo.example.org/gradio/gradio_api/file="), url
+
+
 # ------------------------------------------------------------ served: browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
