@@ -14,9 +14,11 @@ returns ``(annotated image, JSON file, CSV file, summary markdown)`` and raises
 photo (model, skeleton, point ids, "use the whole image if no face is found")
 all have defaults. The page itself uses a private twin of it
 (:func:`run_demo_ui`) that never leaves an earlier photo's results on screen:
-every output is replaced on a new photo, cleared when the photo is removed,
-and on an error cleared with the message shown in a red box above the result
-(and in a toast that goes after a few seconds). Every photo input (keypoints, morph,
+every output is replaced on a new photo or a changed control (model, skeleton, point
+ids, whole image), cleared when the photo is removed, and on an error cleared with the
+message shown in a red box above the result (one message per event, no toast). Photos
+smaller than :data:`SHOW_MIN_SIDE` are shown enlarged by a whole factor (the API returns
+the photo's own size). Every photo input (keypoints, morph,
 mean face) skips Gradio's own image decoding
 (``preprocess=False``): kpcore's :func:`~kpcore.data.imageio.load_image` reads the
 uploaded file, so a broken, hostile or unsupported file gets kpcore's message
@@ -189,7 +191,7 @@ def accepted_photo(photo: Any) -> demo_files.Upload:
 
 
 def user_error(message: str) -> gr.Error:
-    """A ``gr.Error`` for a user's mistake: no traceback in the server log, the toast stays until closed."""
+    """A ``gr.Error`` for a user's mistake: no traceback in the server log; a toast (API, other callers) stays until closed."""
     return gr.Error(message, duration=None, print_exception=False)
 
 
