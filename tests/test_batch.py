@@ -328,3 +328,23 @@ def test_batch_and_align_import_no_torch() -> None:
            "in ('torch', 'torchvision', 'timm', 'ray')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_rows_table_puts_each_face_in_its_columns_and_nulls_for_failures():
+    from kpcore.live.batch import _Rows
+
+    rows = _Rows(3)
+    pts = np.array([[1.5, 2.5], [3.25, 4.0], [5.0, 6.125]], np.float32)
+    rows.face("a.jpg", None, 0, (640, 480), (1, 2, 3, 4), 0.9, 0.8, {"yaw": 1.0, "pitch": 2.0, "roll": 3.0},
+              pts, np.array([0.5, 0.25, 1.0], np.float32), None)
+    rows.failure("b.jpg", "no_face", "no face found", size=(320, 240))
+    rows.face("c.jpg", 7, 1, (100, 100), (0, 0, 1, 1), None, None, None, pts * 2, None, None)
+    rows.failure("d.jpg", "error", "boom")
+    rows.truncate(3)  # forget d.jpg
+    t = rows.table().to_pandas()
+    assert t["source"].tolist() == ["a.jpg", "b.jpg", "c.jpg"]
+    assert t[["x0", "x1", "x2"]].iloc[0].tolist() == [1.5, 3.25, 5.0]
+    assert t[["y0", "y1", "y2"]].iloc[2].tolist() == [5.0, 8.0, 12.25]
+    assert t[["pc0", "pc1", "pc2"]].iloc[0].tolist() == [0.5, 0.25, 1.0]
+    assert t.loc[1, ["x0", "y2", "pc1"]].isna().all() and t.loc[2, ["pc0", "pc2"]].isna().all()
+    assert t.loc[1, "image_width"] == 320 and t.loc[2, "frame"] == 7 and t.loc[0, "yaw"] == 1.0

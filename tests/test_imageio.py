@@ -112,6 +112,44 @@ def test_truncated_file(fmt):
         load_image(data[: len(data) // 2])
 
 
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.mark.parametrize("mode, subsampling", [("RGB", 0), ("RGB", 2), ("L", 0)])
+def test_plain_jpeg_fast_decode_equals_pillow(mode, subsampling, monkeypatch):
+    """Plain JPEGs are decoded by OpenCV (faster); the pixels must be Pillow's, bit for bit."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    smooth = cv2.GaussianBlur(rng.integers(0, 255, (301, 257, 3), dtype=np.uint8), (9, 9), 3)
+    img = Image.fromarray(smooth).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85, **({"subsampling": subsampling} if mode == "RGB" else {}))
+    data = buf.getvalue()
+    calls = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: calls.append(1) or real(*a))
+    out, info = load_image_with_info(data)
+    assert calls, "a plain JPEG should take the OpenCV path"
+    np.testing.assert_array_equal(out, _pillow_rgb(data))
+    assert info.size == info.out_size == (257, 301) and info.format == "JPEG" and info.mode == mode
+    # bytes after the end marker: Pillow's path (the fast one needs the marker last), same pixels
+    np.testing.assert_array_equal(load_image(data + b"trailing"), out)
+
+
+def test_rotated_jpeg_is_not_fast_decoded(tmp_path, monkeypatch):
+    import cv2
+
+    img = Image.fromarray(np.zeros((40, 60, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _save(img, tmp_path / "r.jpg", exif=exif)
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("EXIF-rotated JPEG went to OpenCV"))
+    assert load_image(path).shape == (60, 40, 3)
+
+
 def test_one_pixel_is_too_small_and_says_the_minimum():
     buf = io.BytesIO()
     Image.new("RGB", (1, 1)).save(buf, format="PNG")
