@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ import numpy as np
 
 from webapp.checkpoints import find_checkpoint, predictor
 from webapp.demo_files import RefusedFile, accepted_upload, new_output_folder
+
+logger = logging.getLogger(__name__)
 
 VIDEO_MODEL = "face68-300w"
 STREAM_EVERY = 0.1
@@ -197,11 +201,15 @@ def open_video(path: Path) -> BoundedVideo:
 
     from kpcore.live.track import DEFAULT_FPS
 
+    still = _still_image(path)
+    if still:
+        raise _user_error(f"this file is a photo ({still}), not a video; the Keypoints tab takes photos")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise _user_error("this file is not a video OpenCV can read; convert it to MP4 (H.264), e.g. "
-                              "`ffmpeg -i in.mov -c:v libx264 out.mp4`")
+            raise _user_error(NOT_A_VIDEO)
+        if _fourcc(cap.get(cv2.CAP_PROP_FOURCC)) in TEXT_CODECS:  # FFmpeg shows a text file as a video of text
+            raise _user_error("this file is text, not a video; upload a video (mp4, webm, mov, avi, mkv)")
         fps = cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
         fps = fps if 1 <= fps <= 1000 else DEFAULT_FPS
         declared = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
@@ -215,6 +223,28 @@ def open_video(path: Path) -> BoundedVideo:
         raise _user_error(f"the video is {declared / fps:.0f} s long; the demo takes up to {MAX_VIDEO_SECONDS} s "
                           f"(use `python -m kpcore track` for longer ones)")
     return BoundedVideo(path, float(fps), declared, size)
+
+
+NOT_A_VIDEO = ("this file is not a video OpenCV can read; convert it to MP4 (H.264), e.g. "
+               "`ffmpeg -i in.mov -c:v libx264 out.mp4`")
+TEXT_CODECS = {"ansi", "tty"}
+"""FFmpeg codecs that draw a text file as frames: such a "video" is refused."""
+
+
+def _fourcc(value: float) -> str:
+    code = int(value)
+    return bytes((code >> 8 * i) & 0xFF for i in range(4)).decode("latin-1").strip().lower()
+
+
+def _still_image(path: Path) -> str | None:
+    """The format of a one-frame image file (JPEG, PNG, ...; not an animated GIF), else None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return image.format if getattr(image, "n_frames", 1) == 1 else None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _video_payload(video: Any) -> Any:
@@ -232,10 +262,10 @@ def track_upload(video: Any) -> tuple[str, str, str]:
     frame within the demo's limits (:class:`BoundedVideo`); a video that ends
     early says so in the summary.
     """
-    from kpcore.live.track import CSV_COLUMNS, VideoWriter, draw_faces, track
+    import cv2
 
     if not video:
-        raise _user_error("upload a video first (any format OpenCV reads: mp4, webm, mov, avi, mkv)")
+        raise _user_error(NO_VIDEO)
     try:
         upload = accepted_upload(_video_payload(video), "video")
     except RefusedFile as e:
@@ -246,8 +276,33 @@ def track_upload(video: Any) -> tuple[str, str, str]:
     name = Path(upload.name).stem[:40] or "video"
     csv_path, video_path = out / f"{name}_points.csv", out / f"{name}_keypoints.mp4"
     ids: set[int] = set()
-    runs = 0
     start = time.perf_counter()
+    try:
+        codec, runs = _write_tracked(source, model, csv_path, video_path, ids)
+    except (RuntimeError, OSError, cv2.error) as e:  # ffmpeg or OpenCV failed: the server's fault, not the file's
+        logger.warning("video tab: could not track %s: %s: %s", upload.name, type(e).__name__, e)
+        raise _user_error("the server could not decode or re-encode this video; try another file, or convert "
+                          "it with `ffmpeg -i in.mp4 -c:v libx264 out.mp4`") from None
+    if source.read == 0:
+        raise _user_error("no frame of this video could be decoded; re-encode it, e.g. "
+                          "`ffmpeg -i in.mp4 -c:v libx264 out.mp4`")
+    seconds = time.perf_counter() - start
+    text = (f"{source.read} frames, {len(ids)} face(s), detector on {runs} frame(s), "
+            f"{source.read / seconds:.1f} frames/s on this server; video written as {codec}. "
+            f"CSV columns: `frame,face,point,x,y` (0-based frame index, stable face ids).")
+    if source.note():
+        text = source.note() + "\n\n" + text
+    return str(video_path), str(csv_path), text
+
+
+def _write_tracked(source: BoundedVideo, model, csv_path: Path, video_path: Path, ids: set[int]) -> tuple[str, int]:
+    """Track ``source`` into the CSV and the annotated video (face ids into ``ids``).
+
+    Returns the video's codec and the number of frames the detector ran on.
+    """
+    from kpcore.live.track import CSV_COLUMNS, VideoWriter, draw_faces, track
+
+    runs = 0
     recent: list[float] = []
     writer = VideoWriter(video_path, source.fps, source.size)
     try:
@@ -269,18 +324,42 @@ def track_upload(video: Any) -> tuple[str, str, str]:
         try:
             writer.close()
         except RuntimeError:
-            if source.read:  # ffmpeg fails on zero frames: that case has its own message below
+            if source.read:  # ffmpeg fails on zero frames: that case has its own message
                 raise
-    if source.read == 0:
-        raise _user_error("no frame of this video could be decoded; re-encode it, e.g. "
-                          "`ffmpeg -i in.mp4 -c:v libx264 out.mp4`")
-    seconds = time.perf_counter() - start
-    text = (f"{source.read} frames, {len(ids)} face(s), detector on {runs} frame(s), "
-            f"{source.read / seconds:.1f} frames/s on this server; video written as {writer.codec}. "
-            f"CSV columns: `frame,face,point,x,y` (0-based frame index, stable face ids).")
-    if source.note():
-        text = source.note() + "\n\n" + text
-    return str(video_path), str(csv_path), text
+    return writer.codec, runs
+
+
+NO_VIDEO = "upload a video first (any format OpenCV reads: mp4, webm, mov, avi, mkv), then press Track keypoints"
+TOAST_SECONDS = 8
+VIDEO_QUEUE = {"concurrency_id": "video", "concurrency_limit": 1}
+"""The page's event and the ``track_video`` API share one worker: a video takes up to ~2 min on 2 cores."""
+
+
+def video_error_box(message: str) -> str:
+    """The red box above the Video tab's results, kept until the next run or upload."""
+    return (f"<div class='kp-error' role='alert' style='border:2px solid #d92626;background:#fdecec;"
+            f"color:#7a0b0b;padding:10px 14px;border-radius:8px;font-size:15px'><b>Could not track this "
+            f"video.</b> {html.escape(message[:1].upper() + message[1:])}</div>")
+
+
+def video_cleared(message: str = "") -> tuple:
+    """Every output of the Video tab emptied (error box, video, CSV, summary); the box says ``message``, if any."""
+    return (video_error_box(message) if message else "", None, None, "")
+
+
+def track_upload_ui(video: Any) -> tuple:
+    """The page's event: :func:`track_upload`, but it never raises, so no earlier run's results stay on screen.
+
+    An error (no video, not a video, a file outside the uploads, ...): every
+    output cleared, the message in words in the red box (no server path) and in a
+    toast that goes after :data:`TOAST_SECONDS`; nothing in the server log.
+    """
+    try:
+        video_path, csv_path, text = track_upload(video)
+    except gr.Error as e:
+        gr.Warning(e.message, duration=TOAST_SECONDS, title="Could not track this video")
+        return video_cleared(e.message)
+    return "", video_path, csv_path, text
 
 
 def add_video_tabs() -> None:
@@ -308,9 +387,19 @@ def add_video_tabs() -> None:
                 upload = gr.Video(label="Video", sources=["upload"], elem_id="kp-video-in")
                 go = gr.Button("Track keypoints", variant="primary", elem_id="kp-video-run")
             with gr.Column():
+                error = gr.HTML(elem_id="kp-video-error")
                 annotated = gr.Video(label="Annotated", interactive=False, elem_id="kp-video-out")
                 points = gr.File(label="Points (CSV)", elem_id="kp-video-csv")
                 info = gr.Markdown(elem_id="kp-video-info")
-        # preprocess=False: Gradio would copy whatever file the request names into its cache first
-        go.click(track_upload, inputs=upload, outputs=[annotated, points, info], api_name="track_video",
-                 preprocess=False, concurrency_id="video", concurrency_limit=1)
+                # The API's trigger, never shown
+                api = gr.Button(visible=False, elem_id="kp-video-api")
+        outputs = [error, annotated, points, info]
+        # preprocess=False: Gradio would copy whatever file the request names into its cache first.
+        # The page's event never raises (an error cleared nothing and left "Error" badges on every output).
+        go.click(track_upload_ui, inputs=upload, outputs=outputs, preprocess=False, api_visibility="private",
+                 **VIDEO_QUEUE)
+        # A new or removed video: the last one's results go (no server work beyond the event).
+        upload.change(video_cleared, outputs=outputs, api_visibility="private", queue=False)
+        # The API: raises AppError with the message.
+        api.click(track_upload, inputs=upload, outputs=[annotated, points, info], api_name="track_video",
+                  preprocess=False, **VIDEO_QUEUE)
