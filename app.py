@@ -75,7 +75,8 @@ class SecurityHeaders:
 dashboard = st.App(Path(__file__).resolve().parent / "webapp" / "dashboard.py")
 app = FastAPI(lifespan=dashboard.lifespan(), docs_url=None, redoc_url=None, openapi_url=None)
 demo = build_demo()
-gr.mount_gradio_app(app, demo, path=GRADIO_PATH, ssr_mode=False, footer_links=["api"],
+# root_path: file URLs carry the mount path even on non-queued routes and behind a proxy (X-Forwarded-Host)
+gr.mount_gradio_app(app, demo, path=GRADIO_PATH, root_path=GRADIO_PATH, ssr_mode=False, footer_links=["api"],
                     max_file_size=MAX_UPLOAD)
 app.mount("/", pin_base_url(dashboard))  # webapp/base_url.py: no 404s when a page's URL is opened
 app.add_middleware(RequestGuard, blocks=demo, prefix=GRADIO_PATH)
