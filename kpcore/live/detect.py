@@ -144,11 +144,14 @@ def _session(path: Path, threads: int | None):
     """An onnxruntime CPU session (imported here, so that building a detector stays free)."""
     import onnxruntime as ort
 
+    from .onnx_runtime import no_spinning
+
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
+    no_spinning(options, threads)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -476,14 +479,19 @@ class BlazeFaceDetector:
         for box, score, pts in weighted_nms(boxes, scores, points, self.nms_iou):
             x1, y1 = (box[:2] - offset) * to_image
             x2, y2 = (box[2:] - offset) * to_image
-            x1, x2 = np.clip([x1, x2], 0, width)
-            y1, y2 = np.clip([y1, y2], 0, height)
+            x1, x2 = _clip(x1, width), _clip(x2, width)
+            y1, y2 = _clip(y1, height), _clip(y2, height)
             if x2 <= x1 or y2 <= y1:
                 continue
             faces.append(Face(box=(float(x1), float(y1), float(x2 - x1), float(y2 - y1)), score=score,
                               landmarks=((pts - offset) * to_image - 0.5).astype(np.float32),
                               landmark_names=BLAZEFACE_LANDMARK_NAMES, detector="blazeface"))
         return faces
+
+
+def _clip(value: float, upper: float) -> float:
+    """``value`` clipped to ``[0, upper]`` (``np.clip``'s result for a scalar, without its overhead)."""
+    return float(min(max(float(value), 0.0), float(upper)))
 
 
 def map_box(box: tuple[float, float, float, float], box_map: dict,
@@ -493,9 +501,9 @@ def map_box(box: tuple[float, float, float, float], box_map: dict,
     left, top, w, h = box
     cx, cy = left + w / 2 + box_map["dx"] * w, top + h / 2 + box_map["dy"] * h
     nw, nh = box_map["sw"] * w, box_map["sh"] * h
-    x1, x2 = np.clip([cx - nw / 2, cx + nw / 2], 0, image_size[0])
-    y1, y2 = np.clip([cy - nh / 2, cy + nh / 2], 0, image_size[1])
-    return float(x1), float(y1), float(x2 - x1), float(y2 - y1)
+    x1, x2 = _clip(cx - nw / 2, image_size[0]), _clip(cx + nw / 2, image_size[0])
+    y1, y2 = _clip(cy - nh / 2, image_size[1]), _clip(cy + nh / 2, image_size[1])
+    return x1, y1, x2 - x1, y2 - y1
 
 
 class CascadeDetector:

@@ -135,6 +135,7 @@ START_YAWS = (0.0, -35.0, 35.0, -70.0, 70.0)
 reprojection error wins."""
 PNP_POINTS = np.arange(17, NUM_POINTS)
 """Points fitted by ``solvePnP``: brows, nose, eyes and mouth (the jaw line is a silhouette)."""
+_PNP_MODEL = np.ascontiguousarray(FACE_MODEL_68[PNP_POINTS])
 
 
 def _axis_rotation(axis: int, degrees: float) -> np.ndarray:
@@ -168,7 +169,7 @@ def angles_from_rotation(matrix: np.ndarray) -> dict[str, float]:
 def line_of_sight(translation: np.ndarray) -> np.ndarray:
     """The smallest rotation taking the optical axis (0, 0, 1) onto the ray towards ``translation``."""
     ray = np.asarray(translation, dtype=np.float64) / np.linalg.norm(translation)
-    axis = np.cross([0.0, 0.0, 1.0], ray)
+    axis = np.array([-ray[1], ray[0], 0.0])  # (0, 0, 1) x ray, without np.cross's overhead
     sin, cos = float(np.linalg.norm(axis)), float(ray[2])
     if sin < 1e-12:
         return np.eye(3)
@@ -195,18 +196,21 @@ def estimate_pose(points68: np.ndarray | Sequence, image_size: tuple[int, int]) 
     pts = np.asarray(points68, dtype=np.float64)
     if pts.shape != (NUM_POINTS, 2):
         raise ValueError(f"estimate_pose needs the 68 points of the 300-W layout as (68, 2); got {pts.shape}")
-    if not np.all(np.isfinite(pts)) or float(np.ptp(pts, axis=0).max()) < 1e-6:
+    if not np.isfinite(pts).all():
+        return None
+    spread = float((pts.max(axis=0) - pts.min(axis=0)).max())
+    if spread < 1e-6:
         return None
     k = camera_matrix(image_size)
-    # Start from a frontal face at the distance that gives the observed eye-corner gap.
-    gap = float(np.linalg.norm(pts[_LEFT_EYE_CORNER] - pts[_RIGHT_EYE_CORNER]))
-    gap = max(gap, float(np.ptp(pts, axis=0).max()) / 3, 1e-3)
-    z = k[0, 0] / gap
-    centre = pts.mean(axis=0)
-    t0 = np.array([(centre[0] - k[0, 2]) * z / k[0, 0], (centre[1] - k[1, 2]) * z / k[1, 1], z])
-    model, image_points = FACE_MODEL_68[PNP_POINTS], pts[PNP_POINTS]
+    model, image_points = _PNP_MODEL, pts[PNP_POINTS]
     best = _sqpnp(model, image_points, k)
     if best is None:  # SQPnP failed (degenerate points): the multi-start local search
+        # from a frontal face at the distance that gives the observed eye-corner gap
+        gap = float(np.linalg.norm(pts[_LEFT_EYE_CORNER] - pts[_RIGHT_EYE_CORNER]))
+        gap = max(gap, spread / 3, 1e-3)
+        z = k[0, 0] / gap
+        centre = pts.mean(axis=0)
+        t0 = np.array([(centre[0] - k[0, 2]) * z / k[0, 0], (centre[1] - k[1, 2]) * z / k[1, 1], z])
         best = _multi_start(model, image_points, k, t0)
     if best is None:
         return None
