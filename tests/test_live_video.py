@@ -4,13 +4,22 @@
   outside the uploads or an encoder failure after a good run: every output is
   cleared, the message is in words and names no server path, and nothing is
   printed to the server log (``gr.Error(print_exception=False)``, one log line at most).
+* Webcam: frames come back as inline JPEGs (no WebP, no file per frame), with the
+  tracker's points drawn; the stream event skips Gradio's postprocessing for that.
+* scripts/webcam_fps.py: its frame bar code reads back in both orientations, and its
+  summary counts drawn frames and delays as documented.
+
+The frame rate in headless Chromium is measured by ``scripts/webcam_fps.py browser``
+(minutes, a real browser), not here.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +28,8 @@ from PIL import Image
 
 from tests.test_security import NoFacePredictor, file_payload
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
 # gr.Warning outside a served event is a Python warning: expected here
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
 
@@ -128,3 +139,66 @@ def test_the_page_event_and_the_api_are_wired_apart() -> None:
     assert page.api_visibility == "private" and len(page.outputs) == 4 and not page.preprocess
     assert api.api_name == "track_video" and [o._id for o in api.outputs] == [o._id for o in page.outputs[1:]]
     assert [o._id for o in change.outputs] == [o._id for o in page.outputs]
+
+
+# ------------------------------------------------------------------ webcam
+def data_url(rgb: np.ndarray) -> dict:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=92)
+    return {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()}
+
+
+def decode(value: dict) -> np.ndarray:
+    assert value["url"].startswith("data:image/jpeg;base64,") and "path" not in value
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(value["url"].partition(",")[2]))))
+
+
+def test_webcam_frames_come_back_as_inline_jpegs_with_the_points_drawn() -> None:
+    """The real default model on a real face: one session, points drawn, the frame rate label."""
+    from webapp import live_video
+
+    photo = np.asarray(Image.open(REPO / "webapp" / "examples" / "astronaut.jpg").convert("RGB").resize((320, 320)))
+    session, shown = None, []
+    for _ in range(3):
+        value, session = live_video.webcam_frame(data_url(photo), session)
+        shown.append(decode(value))
+    first = session
+    _, session = live_video.webcam_frame(data_url(photo), session)
+    faces, detector_ran = session.tracker.update(photo, 1.0)
+    assert session is first and [f.id for f in faces] == [0] and not detector_ran  # one tracker per stream
+    assert shown[-1].shape == photo.shape
+    changed = np.abs(shown[-1].astype(int) - photo.astype(int)).max(axis=2) > 80
+    assert changed[20:280].sum() > 200  # points and skeleton drawn on the face, not only JPEG noise
+    assert changed[300:].sum() > 50  # the label along the bottom edge
+
+
+def test_the_stream_skips_gradios_postprocessing_and_follows_a_30_fps_camera() -> None:
+    """Gradio's Image postprocessing would encode WebP (~37 ms a 640x480 frame) and write a file per frame."""
+    from webapp.live import build_demo
+    from webapp.live_video import STREAM_EVERY, webcam_frame
+
+    stream = next(fn for fn in build_demo().fns.values() if fn.fn is webcam_frame)
+    assert not stream.postprocess and not stream.preprocess and stream.stream_every == STREAM_EVERY
+    assert STREAM_EVERY <= 1 / 25 or "KPCORE_WEBCAM_STREAM_EVERY" in __import__("os").environ
+
+
+# --------------------------------------------------------- the fps script
+def test_the_fps_scripts_bar_code_reads_back_either_way_round() -> None:
+    import webcam_fps
+
+    for index in (0, 1, 299, 512, 1023):
+        strip = webcam_fps.bar_code(index)
+        assert webcam_fps.read_bar_code(strip) == index == webcam_fps.read_bar_code(strip[:, ::-1])
+    assert webcam_fps.read_bar_code(np.full((8, 640, 3), 200, np.uint8)) is None  # no markers: not a bar code
+
+
+def test_the_fps_summary_counts_new_frames_and_their_delay() -> None:
+    """A camera at 30 fps, every third frame shown 100 ms after it appeared (twice: a repeat is not a new frame)."""
+    import webcam_fps
+
+    frame_ms = 1000 / webcam_fps.FPS
+    cam = [(i * frame_ms, i % 300) for i in range(600)]
+    shown = [(i * frame_ms + 100 + extra, i % 300) for i in range(0, 600, 3) for extra in (0, 5)]
+    summary = webcam_fps.summarise(cam, shown, [], start=100, seconds=18)  # frames 0, 3, ..., 537 shown
+    assert summary["drawn_fps"] == 10.0 and summary["image_loads_per_s"] == 20.0
+    assert summary["delay_ms_median"] == summary["delay_ms_max"] == 100 and abs(summary["camera_fps"] - 30) < 0.2

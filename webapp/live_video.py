@@ -21,6 +21,7 @@ import base64
 import csv
 import html
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,8 +37,14 @@ from webapp.demo_files import RefusedFile, accepted_upload, new_output_folder
 logger = logging.getLogger(__name__)
 
 VIDEO_MODEL = "face68-300w"
-STREAM_EVERY = 0.1
-"""Seconds between webcam frames sent to the server (the browser's capture rate)."""
+STREAM_EVERY = float(os.environ.get("KPCORE_WEBCAM_STREAM_EVERY", 1 / 30))
+"""Seconds between webcam frames the browser sends (Gradio's ``stream_every``): a 30 fps camera's rate.
+The server answers the newest frame when it is free; older ones are dropped, never queued."""
+WEBCAM_SIZE = (640, 480)
+"""The camera resolution asked for: Gradio asks for 1920x1440, so a 1080p webcam sent ~7x the pixels per
+frame (encoded in the browser, sent as base64 JSON, decoded here) for points a 640x480 frame gives as well."""
+WEBCAM_OPTIONS = gr.WebcamOptions(constraints={"video": {"width": {"ideal": WEBCAM_SIZE[0]},
+                                                         "height": {"ideal": WEBCAM_SIZE[1]}}})
 STREAM_TIME_LIMIT = 120
 """Seconds of webcam processing per stream, so that one visitor cannot hold the queue."""
 WEBCAM_CONCURRENCY = 4
@@ -51,6 +58,8 @@ MAX_VIDEO_PIXELS = MAX_VIDEO_FRAMES * 1280 * 720
 """Frames x pixels read at most: 120 s of 720p at 30 frames/s, or 13 s of 4K (~2 min of work on 2 cores)."""
 MAX_FRAME_PIXELS = 4096 * 2160
 """Frames larger than 4K (DCI) are refused: one decoded frame is already 27 MB."""
+SHOWN_JPEG_QUALITY = 85
+"""JPEG quality of the frames sent back with their points (the browser sends its frames at ~0.92)."""
 MAX_WEBCAM_FRAME_BYTES = 8_000_000
 """An inline (base64) webcam frame larger than this is refused; a 1080p JPEG is ~0.5 MB."""
 SHORT_TOLERANCE = 0.01
@@ -119,8 +128,24 @@ def camera_frame(frame: Any) -> np.ndarray | None:
         raise _user_error(str(e)) from None
 
 
+def inline_jpeg(rgb: np.ndarray, quality: int = SHOWN_JPEG_QUALITY) -> dict[str, Any]:
+    """An RGB frame as the Image component's value, inline: ``{"url": "data:image/jpeg;base64,..."}``.
+
+    The stream's event skips Gradio's postprocessing (``postprocess=False``),
+    which would encode WebP (~37 ms for 640x480 on this 2-core CPU, JPEG ~2 ms),
+    write a file per frame to the cache and make the browser fetch it.
+    """
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a camera frame as JPEG")
+    return {"url": "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii"),
+            "orig_name": "keypoints.jpg", "mime_type": "image/jpeg"}
+
+
 def webcam_frame(frame: Any, session: WebcamSession | None) -> tuple[Any, Any]:
-    """The stream handler: points drawn on the camera frame, with the frame rate."""
+    """The stream handler: points drawn on the camera frame, with the frame rate, as an inline JPEG."""
     frame = camera_frame(frame)
     if frame is None:
         return None, session
@@ -129,7 +154,7 @@ def webcam_frame(frame: Any, session: WebcamSession | None) -> tuple[Any, Any]:
     frame = np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
     if session is None:
         session = WebcamSession()
-    return session.step(frame), session
+    return inline_jpeg(session.step(frame)), session
 
 
 def reset_session(_: Any = None) -> None:
@@ -366,18 +391,19 @@ def add_video_tabs() -> None:
     """The "Webcam" and "Video" tabs; call inside a ``gr.Blocks`` context."""
     with gr.Tab("Webcam", id="webcam"):
         gr.Markdown("Allow the camera, then press the record button: every face is tracked and its points are "
-                    "drawn on each frame with the frame rate. Frames go to this server every "
-                    f"{STREAM_EVERY:g} s for up to {STREAM_TIME_LIMIT} s per stream.")
+                    "drawn on each frame with the frame rate. Frames go to this server up to "
+                    f"{1 / STREAM_EVERY:.0f} times a second (the newest one when the server is busy), "
+                    f"for up to {STREAM_TIME_LIMIT} s per stream.")
         session = gr.State(None)
         with gr.Row():
             camera = gr.Image(label="Camera", sources=["webcam"], streaming=True, type="numpy",
-                              elem_id="kp-camera", height=360)
+                              elem_id="kp-camera", height=360, webcam_options=WEBCAM_OPTIONS)
             shown = gr.Image(label="Tracked keypoints", type="numpy", interactive=False, elem_id="kp-camera-out",
                              height=360)
         # preprocess=False: frames are decoded by camera_frame (kpcore's loader, uploads only)
         camera.stream(webcam_frame, inputs=[camera, session], outputs=[shown, session],
                       stream_every=STREAM_EVERY, time_limit=STREAM_TIME_LIMIT, concurrency_limit=WEBCAM_CONCURRENCY,
-                      concurrency_id="webcam", api_visibility="private", preprocess=False)
+                      concurrency_id="webcam", api_visibility="private", preprocess=False, postprocess=False)
         camera.clear(reset_session, outputs=session, api_visibility="private")
     with gr.Tab("Video", id="video"):
         gr.Markdown("Upload a video: every frame gets its points (detection when a face is new or lost, "
