@@ -1,9 +1,11 @@
 """Measure the demo's Webcam tab: frames drawn per second in the page, the delay to the points, ms per frame.
 
-    python scripts/webcam_fps.py clip /tmp/face.y4m              # a 30 fps 640x480 fake-camera clip
+    python scripts/webcam_fps.py clip /tmp/face.y4m              # a 30 fps 640x480 fake-camera clip (138 MB)
     python scripts/webcam_fps.py handler /tmp/face.y4m           # the stream handler's ms per frame, in-process
     python scripts/webcam_fps.py server /tmp/face.y4m --url http://127.0.0.1:8501/gradio/  # served, no browser
     python scripts/webcam_fps.py browser /tmp/face.y4m --runs 3  # starts the app, headless Chromium
+
+(The other commands write the clip first when it is missing.)
 
 **The clip** is a real face (an IMM photo from ``$KPCORE_DATA``, else the
 shipped astronaut) under a slow zoom and pan, 10 s that Chromium's fake camera
@@ -25,6 +27,10 @@ Record on the Webcam tab and, after a warm-up, reads in the page over ``--second
 * ``cpu_ms_per_drawn_frame``: CPU time of Chromium's processes and of the
   server (its pid: the app started here, or the one listening on ``--url``'s port).
 
+**browser-model** measures the alternative of issue 17: the checkpoint's ONNX
+model run in the page by onnxruntime-web (1 wasm thread) on each camera frame,
+points drawn on a canvas; no detector and no tracking rules, so a lower bound.
+
 **server** joins the stream through Gradio's queue API and posts the clip's frames
 with one in flight (the next when the last answer came): the served stream's
 frames per second and round trip without a browser. **handler** times the
@@ -42,6 +48,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -396,6 +403,113 @@ def server_pid_for(url: str) -> int | None:
         return None
 
 
+
+# ------------------------------------------------- the alternative: in the browser
+MODEL_PAGE = """<!doctype html><html><body style="margin:0">
+<video id="v" playsinline muted style="display:none"></video><canvas id="out" width="640" height="480"></canvas>
+<script src="ort.wasm.min.js"></script>
+<script>
+const probe = {runs: [], ready: false, error: null};
+window.__probe = probe;
+(async () => {
+  try {
+    ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a Space's iframe lacks
+    const session = await ort.InferenceSession.create('model.onnx', {executionProviders: ['wasm']});
+    const v = document.getElementById('v');
+    v.srcObject = await navigator.mediaDevices.getUserMedia({video: {width: {ideal: 640}, height: {ideal: 480}}});
+    await v.play();
+    const out = document.getElementById('out').getContext('2d');
+    const crop = document.createElement('canvas'); crop.width = crop.height = SIDE;
+    const cctx = crop.getContext('2d', {willReadFrequently: true});
+    const mean = MEAN, std = STD, n = SIDE * SIDE, input = new Float32Array(3 * n);
+    const box = [170, 110, 300];  // a fixed square on the clip's face: the tracker would move it
+    probe.ready = true;
+    const step = async () => {
+      const t0 = performance.now();
+      cctx.drawImage(v, box[0], box[1], box[2], box[2], 0, 0, SIDE, SIDE);
+      const px = cctx.getImageData(0, 0, SIDE, SIDE).data;
+      for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) input[c * n + i] = (px[4 * i + c] / 255 - mean[c]) / std[c];
+      const t1 = performance.now();
+      const r = await session.run({[session.inputNames[0]]: new ort.Tensor('float32', input, [1, 3, SIDE, SIDE])});
+      const t2 = performance.now();
+      const xy = r[session.outputNames[0]].data;
+      out.drawImage(v, 0, 0, 640, 480);
+      out.fillStyle = '#ff2828';
+      for (let k = 0; k < xy.length / 2; k++) {  // coordinates in [-1, 1] of the crop
+        out.beginPath();
+        out.arc(box[0] + (xy[2 * k] + 1) / 2 * box[2], box[1] + (xy[2 * k + 1] + 1) / 2 * box[2], 2.5, 0, 2 * Math.PI);
+        out.fill();
+      }
+      probe.runs.push([t0, t1 - t0, t2 - t1, performance.now() - t2]);
+      v.requestVideoFrameCallback(step);
+    };
+    v.requestVideoFrameCallback(step);
+  } catch (e) { probe.error = String(e); }
+})();
+</script></body></html>
+"""
+
+
+def measure_model_in_page(clip: Path, ort_dist: Path, model: Path, seconds: float,
+                          screenshot: Path | None = None) -> dict:
+    """The per-frame work of a tracker in the page: crop, the checkpoint's ONNX model in onnxruntime-web, draw.
+
+    ``ort_dist``: the ``dist/`` folder of the npm package ``onnxruntime-web`` (``npm pack onnxruntime-web``).
+    No detector and no tracking rules: a lower bound on what running the tracker in the browser costs.
+    """
+    import http.server
+    import shutil
+    import threading
+    from functools import partial
+
+    from playwright.sync_api import sync_playwright
+
+    config = json.loads((model.parent / "config.json").read_text())["input"]
+    site = Path(tempfile.mkdtemp(prefix="webcam_fps_site_"))
+    for name in ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"):
+        shutil.copy(ort_dist / name, site / name)
+    shutil.copy(model, site / "model.onnx")
+    page = MODEL_PAGE.replace("SIDE", str(config["width"])).replace("MEAN", json.dumps(config["mean"]))
+    (site / "index.html").write_text(page.replace("STD", json.dumps(config["std"])))
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = partial(Quiet, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={clip}"])
+            try:
+                tab = browser.new_page(viewport={"width": 1280, "height": 900})
+                tab.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
+                tab.wait_for_function("window.__probe.ready || window.__probe.error", timeout=120_000)
+                if tab.evaluate("window.__probe.error"):
+                    raise RuntimeError(f"the page failed: {tab.evaluate('window.__probe.error')}")
+                tab.wait_for_timeout(WARMUP_S * 1000)
+                start, load_before, cpu_before = tab.evaluate("performance.now()"), load_average(), cpu_seconds(None)
+                tab.wait_for_timeout(seconds * 1000)
+                cpu_after = cpu_seconds(None)
+                runs = [r for r in tab.evaluate("window.__probe.runs") if r[0] >= start]
+                if screenshot:
+                    tab.screenshot(path=str(screenshot))
+            finally:
+                browser.close()
+    finally:
+        httpd.shutdown()
+        shutil.rmtree(site, ignore_errors=True)
+    n = max(1, len(runs))
+    return {"model": model.name, "frames_per_s": round(len(runs) / seconds, 1),
+            "prepare_ms": round(statistics.median(r[1] for r in runs), 1),
+            "model_ms": round(statistics.median(r[2] for r in runs), 1),
+            "draw_ms": round(statistics.median(r[3] for r in runs), 1),
+            "browser_cpu_ms_per_frame": round((cpu_after["browser"] - cpu_before["browser"]) * 1000 / n, 1),
+            "load_before": load_before, "load_after": load_average()}
+
+
 def serve(log: Path) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py`` on a free 127.0.0.1 port; returns the process and the demo's URL."""
     import socket
@@ -435,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("clip", type=Path)
     v.add_argument("--url", required=True, help="a running demo (.../gradio/)")
     v.add_argument("--frames", type=int, default=150)
+    m = sub.add_parser("browser-model", help="the alternative: the model in the page (onnxruntime-web)")
+    m.add_argument("clip", type=Path)
+    m.add_argument("--ort-dist", type=Path, required=True, help="dist/ of the npm package onnxruntime-web")
+    m.add_argument("--model", type=Path, default=REPO / "checkpoints" / "face68-300w" / "model.int8.onnx")
+    m.add_argument("--seconds", type=float, default=10.0)
+    m.add_argument("--runs", type=int, default=2)
+    m.add_argument("--screenshot", type=Path)
     b = sub.add_parser("browser", help="frames drawn per second and delay in headless Chromium")
     b.add_argument("clip", type=Path)
     b.add_argument("--url", help="a running demo (.../gradio/); default: start the app on a free port")
@@ -447,13 +568,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "clip":
         make_clip(args.out, args.photo)
         return 0
+    if not args.clip.is_file():  # the clip is 138 MB of raw frames: made on demand, never committed
+        make_clip(args.clip)
     if args.command == "handler":
         time_handler(args.clip, args.frames)
         return 0
     if args.command == "server":
         time_server(args.url, args.clip, args.frames)
         return 0
-    proc, url = (None, args.url) if args.url else serve(Path("webcam_fps_server.log").resolve())
+    if args.command == "browser-model":
+        for run in range(args.runs):
+            shot = args.screenshot if args.screenshot and run == args.runs - 1 else None
+            result = measure_model_in_page(args.clip.resolve(), args.ort_dist, args.model, args.seconds, shot)
+            print(json.dumps({"run": run + 1, **result}), flush=True)
+        return 0
+    proc, url = (None, args.url) if args.url else serve(Path(tempfile.gettempdir()) / "webcam_fps_server.log")
     pid = proc.pid if proc is not None else server_pid_for(url)
     try:
         for run in range(args.runs):
