@@ -382,3 +382,20 @@ def test_bench_speed_rows_time_the_default_path_beside_float_and_torch(data_root
     if DlibLandmarks.available():
         dlib = rows["dlib"]["ms_per_face"]
         assert rows["onnxruntime"]["vs_dlib"] == pytest.approx(rows["onnxruntime"]["ms_per_face"] / dlib, abs=0.01)
+
+
+def test_sessions_with_a_thread_pool_do_not_spin():
+    """A pool of 2+ threads (or onnxruntime's own choice) sleeps between operators; one thread has no pool."""
+    import onnxruntime as ort
+
+    from kpcore.live.onnx_runtime import no_spinning
+
+    key = "session.intra_op.allow_spinning"
+    for threads, expected in ((None, "0"), (2, "0"), (4, "0"), (1, "")):
+        options = ort.SessionOptions()
+        no_spinning(options, threads)
+        try:
+            value = options.get_session_config_entry(key)
+        except Exception:  # noqa: BLE001 - onnxruntime raises when the key was never set
+            value = ""
+        assert value == expected, (threads, value)

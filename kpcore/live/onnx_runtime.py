@@ -80,8 +80,8 @@ def no_spinning(options, threads: int | None) -> None:
     ``threads`` None or above 1).
 
     A spinning pool burns its cores while waiting: on this 2-core machine under load (load average
-    ~10) the landmark model at 2 threads took 10-14 CPU ms a call (2 plain + 2 mirrored faces) with
-    spinning against 5-6 without, and as much wall time or less; a batch worker at 1 thread has no pool.
+    ~10) the landmark model at 2 threads took 10-14 CPU ms a call (a face and its mirror) with spinning
+    against 5-6 without, and as much wall time or less; a batch worker at 1 thread has no pool.
     """
     if threads is None or threads > 1:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
