@@ -4,6 +4,7 @@
     python scripts/webcam_fps.py handler /tmp/face.y4m           # the stream handler's ms per frame, in-process
     python scripts/webcam_fps.py server /tmp/face.y4m --url http://127.0.0.1:8501/gradio/  # served, no browser
     python scripts/webcam_fps.py browser /tmp/face.y4m --runs 3  # starts the app, headless Chromium
+    python scripts/webcam_fps.py browser-tracker /tmp/face.y4m   # the Webcam tab's in-browser tracker
 
 (The other commands write the clip first when it is missing.)
 
@@ -15,8 +16,8 @@ frame, with a white block on the left and a black one on the right, so it reads
 in a mirrored frame too.
 
 **browser** starts ``streamlit run app.py`` on a free port (or uses ``--url``),
-opens ``/gradio/`` in headless Chromium with the clip as its camera, presses
-Record on the Webcam tab and, after a warm-up, reads in the page over ``--seconds``:
+opens ``/gradio/`` in headless Chromium with the clip as its camera, picks "on
+the server" and presses Record on the Webcam tab and, after a warm-up, reads in the page over ``--seconds``:
 
 * ``drawn_fps``: loads of the "Tracked keypoints" image showing a camera frame
   not shown before (its bar code), per second; ``sent_fps``: frames the page posted;
@@ -30,6 +31,16 @@ Record on the Webcam tab and, after a warm-up, reads in the page over ``--second
 **browser-model** measures the alternative of issue 17: the checkpoint's ONNX
 model run in the page by onnxruntime-web (1 wasm thread) on each camera frame,
 points drawn on a canvas; no detector and no tracking rules, so a lower bound.
+
+**browser-tracker** measures the Webcam tab as shipped ("in this browser"):
+the demo's page ``webapp/static/webcam/`` in its iframe, the camera read there,
+kpcore's tracker in JavaScript (BlazeFace when needed, the 68-point model every
+frame, onnxruntime-web, 1 wasm thread), points drawn with their frame on a
+canvas. From the page's own records over ``--seconds``: ``drawn_fps`` (frames
+drawn with their points), ``camera_fps`` (frames the camera presented),
+``delay_ms`` from the frame's capture (``requestVideoFrameCallback``'s
+``captureTime``) to its points drawn, model and detector ms, CPU per drawn frame
+(browser and server), the share of frames with a face.
 
 **server** joins the stream through Gradio's queue API and posts the clip's frames
 with one in flight (the next when the last answer came): the served stream's
@@ -342,6 +353,7 @@ def measure_page(url: str, clip: Path, seconds: float, screenshot: Path | None =
             """)
             page.goto(url)
             page.get_by_role("tab", name="Webcam").click()
+            page.locator("#kp-webcam-mode").get_by_text("on the server").click()  # the fallback view
             camera = page.locator("#kp-camera")
             camera.get_by_text("Click to Access Webcam").click()
             camera.locator("video").wait_for(state="visible")
@@ -510,6 +522,61 @@ def measure_model_in_page(clip: Path, ort_dist: Path, model: Path, seconds: floa
             "load_before": load_before, "load_after": load_average()}
 
 
+def measure_tracker_page(url: str, clip: Path, seconds: float, screenshot: Path | None = None,
+                         server_pid: int | None = None) -> dict:
+    """The Webcam tab's in-browser tracker in headless Chromium with ``clip`` as its camera (``url``: .../gradio/)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            page.get_by_role("tab", name="Webcam").click()
+            page.locator("#kp-webcam-browser iframe").wait_for(state="visible")
+            frame = page.frame_locator("#kp-webcam-browser iframe")
+            frame.get_by_role("button", name="Start camera").click()
+            inner = next(f for f in page.frames if f.url.endswith("/webcam/index.html"))
+            inner.wait_for_function("window.__kpWebcam && (window.__kpWebcam.drawn.length > 0 || "
+                                    "window.__kpWebcam.error)", timeout=120_000)
+            if inner.evaluate("window.__kpWebcam.error"):
+                raise RuntimeError(f"the page failed: {inner.evaluate('window.__kpWebcam.error')}")
+            page.wait_for_timeout(WARMUP_S * 1000)
+            start = inner.evaluate("performance.now()")
+            load_before, cpu_before = load_average(), cpu_seconds(server_pid)
+            page.wait_for_timeout(seconds * 1000)
+            cpu_after = cpu_seconds(server_pid)
+            probe = inner.evaluate("window.__kpWebcam")
+            if screenshot:
+                page.locator("#kp-webcam-browser").screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+    if probe["error"]:
+        raise RuntimeError(f"the page failed: {probe['error']}")
+    # rows: [drawn at, delay from capture, ms in the step, landmark ms, detector ms, presented frames, faces]
+    rows = [r for r in probe["drawn"] if start <= r[0] < start + seconds * 1000]
+    n = max(1, len(rows))
+    delays = sorted(r[1] for r in rows)
+
+    def pick(values: list[float], q: float) -> float | None:
+        values = sorted(values)
+        return round(values[int(q * (len(values) - 1))], 1) if values else None
+
+    cpu = {k: round((cpu_after[k] - cpu_before[k]) * 1000 / n, 1) for k in cpu_after}
+    return {"seconds": seconds, "drawn_fps": round(len(rows) / seconds, 1),
+            "camera_fps": round((rows[-1][5] - rows[0][5]) / seconds, 1) if len(rows) > 1 else None,
+            "delay_ms_median": pick(delays, 0.5), "delay_ms_p90": pick(delays, 0.9),
+            "delay_ms_max": round(delays[-1], 1) if delays else None,
+            "step_ms_median": pick([r[2] for r in rows], 0.5),
+            "landmarks_ms_median": pick([r[3] for r in rows], 0.5),
+            "detector_frames": sum(r[4] > 0 for r in rows),
+            "detector_ms_median": pick([r[4] for r in rows if r[4] > 0], 0.5),
+            "frames_with_a_face": round(sum(r[6] > 0 for r in rows) / n, 3),
+            "cpu_ms_per_drawn_frame": cpu, "load_before": load_before, "load_after": load_average()}
+
+
 def serve(log: Path) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py`` on a free 127.0.0.1 port; returns the process and the demo's URL."""
     import socket
@@ -556,6 +623,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--seconds", type=float, default=10.0)
     m.add_argument("--runs", type=int, default=2)
     m.add_argument("--screenshot", type=Path)
+    t = sub.add_parser("browser-tracker", help="the Webcam tab's in-browser tracker in headless Chromium")
+    t.add_argument("clip", type=Path)
+    t.add_argument("--url", help="a running demo (.../gradio/); default: start the app on a free port")
+    t.add_argument("--seconds", type=float, default=12.0)
+    t.add_argument("--runs", type=int, default=2)
+    t.add_argument("--screenshot", type=Path, help="a screenshot of the tracker at the end of the last run")
     b = sub.add_parser("browser", help="frames drawn per second and delay in headless Chromium")
     b.add_argument("clip", type=Path)
     b.add_argument("--url", help="a running demo (.../gradio/); default: start the app on a free port")
@@ -587,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for run in range(args.runs):
             shot = args.screenshot if args.screenshot and run == args.runs - 1 else None
-            result = measure_page(url, args.clip.resolve(), args.seconds, shot, pid)
+            measure = measure_tracker_page if args.command == "browser-tracker" else measure_page
+            result = measure(url, args.clip.resolve(), args.seconds, shot, pid)
             print(json.dumps({"run": run + 1, **result}), flush=True)
     finally:
         if proc is not None:

@@ -202,3 +202,55 @@ def test_the_fps_summary_counts_new_frames_and_their_delay() -> None:
     summary = webcam_fps.summarise(cam, shown, [], start=100, seconds=18)  # frames 0, 3, ..., 537 shown
     assert summary["drawn_fps"] == 10.0 and summary["image_loads_per_s"] == 20.0
     assert summary["delay_ms_median"] == summary["delay_ms_max"] == 100 and abs(summary["camera_fps"] - 30) < 0.2
+
+
+# ------------------------------------------------------------------ webcam in the browser
+def test_the_webcam_tab_tracks_in_the_browser_with_the_server_stream_behind_a_switch() -> None:
+    """By default the tab shows the in-browser tracker's page; "on the server" removes it (its camera and
+    models stop) and shows Gradio's stream, which stays as it was."""
+    from webapp import live_video
+    from webapp.live import build_demo
+
+    demo = build_demo()
+    page = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "kp-webcam-browser")
+    mode = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "kp-webcam-mode")
+    assert live_video.WEBCAM_MODE == "browser" or "KPCORE_WEBCAM" in __import__("os").environ
+    assert f'src="{live_video.WEBCAM_PAGE}"' in page.value and 'allow="camera"' in page.value
+    assert mode.value == live_video.WEBCAM_MODES[live_video.WEBCAM_MODE]
+    html, browser_view, server_view = live_video.switch_webcam_mode(live_video.WEBCAM_MODES["server"])
+    assert html == "" and browser_view["visible"] is False and server_view["visible"] is True
+    html, browser_view, server_view = live_video.switch_webcam_mode(live_video.WEBCAM_MODES["browser"])
+    assert "<iframe" in html and browser_view["visible"] is True and server_view["visible"] is False
+    switch = next(fn for fn in demo.fns.values() if fn.fn is live_video.switch_webcam_mode)
+    assert not switch.queue  # no worker needed to flip a view
+
+
+def test_the_app_serves_the_webcam_page_its_runtime_and_only_its_models() -> None:
+    """app.py serves webapp/static/ before the dashboard's "/" mount, with the types module scripts and
+    WebAssembly need under nosniff, and of checkpoints/ only the four files the page loads."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    import app as served_app
+
+    client = TestClient(served_app.app)
+    page = client.get("/static-kpcore/webcam/index.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-content-type-options"] == "nosniff" and "frame-ancestors" in page.headers[
+        "content-security-policy"]
+    script = (REPO / "webapp" / "static" / "webcam" / "webcam.mjs").read_text()
+    imports = re.findall(r"from '(\.[^']+)'", script)
+    assert "../ort/ort.wasm.min.mjs" in imports and "./tracker.mjs" in imports
+    for path in ["webcam/webcam.mjs", "webcam/tracker.mjs", "ort/ort.wasm.min.mjs", "ort/ort-wasm-simd-threaded.mjs"]:
+        r = client.get(f"/static-kpcore/{path}")
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"], path
+    wasm = client.get("/static-kpcore/ort/ort-wasm-simd-threaded.wasm")
+    assert wasm.headers["content-type"] == "application/wasm" and wasm.content[:4] == b"\0asm"
+    assert (REPO / "webapp" / "static" / "ort" / "LICENSE").read_text().startswith("MIT License")
+    for name in served_app.WEBCAM_MODEL_FILES:
+        r = client.get(f"/static-kpcore/models/{name}")
+        assert r.status_code == 200 and r.content == (REPO / "checkpoints" / name).read_bytes(), name
+    for name in ["face68-300w/model.safetensors", "face-detector/config.json", "face68-300w/..%2F..%2Fapp.py"]:
+        assert client.get(f"/static-kpcore/models/{name}").status_code == 404, name
+    assert client.get("/static-kpcore/webcam/..%2F..%2F..%2Fapp.py").status_code == 404  # StaticFiles stays inside

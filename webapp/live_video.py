@@ -1,6 +1,11 @@
 """The demo's "Webcam" and "Video" tabs: kpcore's tracker (:mod:`kpcore.live.track`) on a camera or a file.
 
-Webcam: Gradio streams camera frames (``gr.Image(sources=["webcam"],
+Webcam, "in this browser" (the default, :data:`WEBCAM_MODE`): an iframe of
+``webapp/static/webcam/`` (served by app.py), where the page reads the camera,
+runs kpcore's tracking rules in JavaScript (``tracker.mjs``, held to the Python
+rules by tests/test_webcam_js.py) with BlazeFace and the 68-point model in
+onnxruntime-web, and draws the points on a canvas; no frame reaches the server.
+"On the server" (the fallback): Gradio streams camera frames (``gr.Image(sources=["webcam"],
 streaming=True)`` and ``.stream(..., stream_every=..., time_limit=...)``); each
 browser session has its own :class:`kpcore.live.track.Tracker` in a ``gr.State``, so
 the detector runs only when a face is new or lost and the points are smoothed
@@ -155,6 +160,31 @@ def webcam_frame(frame: Any, session: WebcamSession | None) -> tuple[Any, Any]:
     if session is None:
         session = WebcamSession()
     return inline_jpeg(session.step(frame)), session
+
+
+WEBCAM_MODES = {"browser": "in this browser", "server": "on the server"}
+WEBCAM_MODE = os.environ.get("KPCORE_WEBCAM", "browser")
+"""Where the Webcam tab tracks at first: ``browser`` (webapp/static/webcam/: onnxruntime-web in the page; in
+headless Chromium on 2 shared cores it drew 25+ frames/s where the server stream drew 6-9) or ``server``
+(the Gradio stream to :func:`webcam_frame`). The tab's radio switches between them."""
+if WEBCAM_MODE not in WEBCAM_MODES:
+    raise ValueError(f"KPCORE_WEBCAM must be one of {sorted(WEBCAM_MODES)}; got {WEBCAM_MODE!r}")
+WEBCAM_PAGE = "/static-kpcore/webcam/index.html"
+"""The in-browser tracker's page, served by app.py from webapp/static/."""
+
+
+def webcam_page(show: bool) -> str:
+    """The Webcam tab's in-browser tracker (an iframe of :data:`WEBCAM_PAGE`), or nothing when hidden."""
+    if not show:
+        return ""
+    return (f'<iframe src="{WEBCAM_PAGE}" allow="camera" title="kpcore webcam tracker (in this browser)" '
+            'style="width:100%;max-width:660px;height:560px;border:0"></iframe>')
+
+
+def switch_webcam_mode(label: str) -> tuple:
+    """The radio's event: the in-browser page (added or removed) and which view shows."""
+    in_browser = label == WEBCAM_MODES["browser"]
+    return webcam_page(in_browser), gr.update(visible=in_browser), gr.update(visible=not in_browser)
 
 
 def reset_session(_: Any = None) -> None:
@@ -390,21 +420,34 @@ def track_upload_ui(video: Any) -> tuple:
 def add_video_tabs() -> None:
     """The "Webcam" and "Video" tabs; call inside a ``gr.Blocks`` context."""
     with gr.Tab("Webcam", id="webcam"):
-        gr.Markdown("Allow the camera, then press the record button: every face is tracked and its points are "
-                    "drawn on each frame with the frame rate. Frames go to this server up to "
-                    f"{1 / STREAM_EVERY:.0f} times a second (the newest one when the server is busy), "
-                    f"for up to {STREAM_TIME_LIMIT} s per stream.")
-        session = gr.State(None)
-        with gr.Row():
-            camera = gr.Image(label="Camera", sources=["webcam"], streaming=True, type="numpy",
-                              elem_id="kp-camera", height=360, webcam_options=WEBCAM_OPTIONS)
-            shown = gr.Image(label="Tracked keypoints", type="numpy", interactive=False, elem_id="kp-camera-out",
-                             height=360)
+        in_browser = WEBCAM_MODE == "browser"
+        mode = gr.Radio(list(WEBCAM_MODES.values()), value=WEBCAM_MODES[WEBCAM_MODE], label="Run the tracker",
+                        elem_id="kp-webcam-mode")
+        with gr.Column(visible=in_browser) as browser_view:
+            gr.Markdown("Press **Start camera** and allow the camera: the face detector and the 68-point model "
+                        "run in this browser (onnxruntime-web), so no frame leaves your computer; the points are "
+                        "drawn on each frame with the frames drawn per second and the delay from a frame's "
+                        "capture to its points. Slow computer or an old browser: choose *on the server*.")
+            page = gr.HTML(webcam_page(in_browser), elem_id="kp-webcam-browser")
+        with gr.Column(visible=not in_browser) as server_view:
+            gr.Markdown("Allow the camera, then press the record button: every face is tracked and its points "
+                        "are drawn on each frame with the frame rate. Frames go to this server up to "
+                        f"{1 / STREAM_EVERY:.0f} times a second (the newest one when the server is busy), "
+                        f"for up to {STREAM_TIME_LIMIT} s per stream.")
+            session = gr.State(None)
+            with gr.Row():
+                camera = gr.Image(label="Camera", sources=["webcam"], streaming=True, type="numpy",
+                                  elem_id="kp-camera", height=360, webcam_options=WEBCAM_OPTIONS)
+                shown = gr.Image(label="Tracked keypoints", type="numpy", interactive=False,
+                                 elem_id="kp-camera-out", height=360)
         # preprocess=False: frames are decoded by camera_frame (kpcore's loader, uploads only)
         camera.stream(webcam_frame, inputs=[camera, session], outputs=[shown, session],
                       stream_every=STREAM_EVERY, time_limit=STREAM_TIME_LIMIT, concurrency_limit=WEBCAM_CONCURRENCY,
                       concurrency_id="webcam", api_visibility="private", preprocess=False, postprocess=False)
         camera.clear(reset_session, outputs=session, api_visibility="private")
+        # the page is removed when hidden, so that its camera and models stop
+        mode.change(switch_webcam_mode, inputs=mode, outputs=[page, browser_view, server_view], queue=False,
+                    api_visibility="private")
     with gr.Tab("Video", id="video"):
         gr.Markdown("Upload a video: every frame gets its points (detection when a face is new or lost, "
                     "smoothed over time). You get the annotated video and the points as CSV.")
