@@ -17,7 +17,9 @@ Each method's time is the whole job a user runs, decoding included:
   0.10.21 pins numpy 1.x), else skipped.
 
 Each method runs :data:`BENCH_ROUNDS` times in a rotated order and keeps its
-fastest run (all are listed in ``photos_per_s_runs``). dlib and MediaPipe decode with OpenCV and shrink photos above 2048 px on the
+fastest run (all are listed in ``photos_per_s_runs``, with the machine's 1-minute
+load average just before each in ``load_before_runs``: on a shared machine the
+others' load changes a 2-process run more than a 1-process one). dlib and MediaPipe decode with OpenCV and shrink photos above 2048 px on the
 longer side as kpcore's loader does. A ``resume`` row kills a 2-worker run
 with SIGKILL half-way, runs the same command again and counts the faces lost
 or repeated against the uninterrupted 1-worker table.
@@ -205,6 +207,7 @@ def batch_rows(data_root=None, model: str = "face68-300w", quick: bool = False,
                   f"mediapipe)")
         best: dict[str, dict] = {}
         runs: dict[str, list[float]] = {}
+        loads: dict[str, list[float]] = {}
         names = list(methods)
         try:
             for i in range(rounds):
@@ -212,15 +215,18 @@ def batch_rows(data_root=None, model: str = "face68-300w", quick: bool = False,
                 if i == 0:  # the local 1-worker table is the reference of the others
                     order = ["local1"] + [n for n in order if n != "local1"]
                 for name in order:
-                    row = methods[name](i)
+                    load = round(os.getloadavg()[0], 2)  # the machine's 1-minute load just before the run
+                    row = {**methods[name](i), "load_before": load}
                     print(row, flush=True)
                     runs.setdefault(name, []).append(row["photos_per_s"])
+                    loads.setdefault(name, []).append(load)
                     if name not in best or row["photos_per_s"] > best[name]["photos_per_s"]:
                         best[name] = row
         finally:
             if ray_started and ray_started[1]:
                 ray.shutdown()
-        rows = [{**best[n], "rounds": len(runs[n]), "photos_per_s_runs": runs[n]} for n in names]
+        rows = [{**best[n], "rounds": len(runs[n]), "photos_per_s_runs": runs[n], "load_before_runs": loads[n]}
+                for n in names]
         rows.append(_resume_row(listing, tmp, tables[1], model))
         print(rows[-1], flush=True)
     dlib = best.get("dlib")
