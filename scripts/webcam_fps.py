@@ -550,7 +550,7 @@ def measure_tracker_page(url: str, clip: Path, seconds: float, screenshot: Path 
             cpu_after = cpu_seconds(server_pid)
             probe = inner.evaluate("window.__kpWebcam")
             if screenshot:
-                page.locator("#kp-webcam-browser").screenshot(path=str(screenshot))
+                page.screenshot(path=str(screenshot))  # the tab: the mode radio and the page in its iframe
         finally:
             browser.close()
     if probe["error"]:
