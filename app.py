@@ -44,6 +44,7 @@ from fastapi.staticfiles import StaticFiles  # noqa: E402
 
 from kpcore.paths import CHECKPOINTS_DIR  # noqa: E402
 from webapp.base_url import pin_base_url  # noqa: E402
+from webapp.checkpoints import find_checkpoint  # noqa: E402
 from webapp.live import build_demo  # noqa: E402
 from webapp.serving import RequestGuard  # noqa: E402
 
@@ -103,7 +104,8 @@ def webcam_model_file(folder: str, name: str) -> FileResponse:
     """One of :data:`WEBCAM_MODEL_FILES` (the in-browser tracker's models), nothing else of checkpoints/."""
     if f"{folder}/{name}" not in WEBCAM_MODEL_FILES:
         raise HTTPException(404, "not a file the webcam page loads")
-    path = CHECKPOINTS_DIR / folder / name
+    found = find_checkpoint(folder)  # where the server-side tracker would load it from ($KPCORE_CHECKPOINTS first)
+    path = (found or CHECKPOINTS_DIR / folder) / name
     if not path.is_file():
         raise HTTPException(404, f"checkpoints/{folder}/{name} is missing; restore it from the repository")
     return FileResponse(path, media_type="application/json" if name.endswith(".json") else "application/octet-stream")

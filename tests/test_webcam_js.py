@@ -237,3 +237,28 @@ def test_the_javascript_tracker_gives_the_python_tracker_s_outputs(tmp_path: Pat
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-4000:]
     assert "# skipped 0" in report and "# fail 0" in report, report[-2000:]
+
+
+@pytest.mark.slow
+def test_the_page_tracks_a_face_from_a_fake_camera_in_headless_chromium(tmp_path: Path) -> None:
+    """The whole path as served: app.py, the Webcam tab's iframe, the camera, onnxruntime-web, points drawn.
+    Not a speed test (this machine is shared): scripts/webcam_fps.py browser-tracker measures the rate."""
+    import sys
+
+    pytest.importorskip("playwright")
+    if not Path("/usr/bin/chromium").is_file():
+        pytest.skip("no /usr/bin/chromium: install Debian's chromium to run the browser test")
+    sys.path.insert(0, str(REPO / "scripts"))
+    import webcam_fps
+
+    clip = tmp_path / "face.y4m"
+    webcam_fps.write_y4m(clip, webcam_fps.clip_frames(webcam_fps.default_photo(), seconds=2))
+    proc, url = webcam_fps.serve(tmp_path / "server.log")
+    try:
+        result = webcam_fps.measure_tracker_page(url, clip, seconds=3, screenshot=tmp_path / "tab.png")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert result["drawn_fps"] >= 3, result  # frames drawn, one after the other
+    assert result["frames_with_a_face"] >= 0.9 and result["detector_frames"] >= 1, result
+    assert result["delay_ms_median"] is not None and result["landmarks_ms_median"] > 0, result
