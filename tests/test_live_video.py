@@ -102,6 +102,17 @@ def test_a_bad_input_after_a_good_run_clears_everything_and_says_why(video_tab, 
     assert "Traceback" not in printed.out + printed.err and "Traceback" not in caplog.text
 
 
+def test_an_error_is_one_message_in_the_box_and_no_toast(video_tab) -> None:
+    """Gradio 6 groups toasts and quick errors piled up ('Warning (6)'): the red box alone says it."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs = video_tab.track_upload_ui(None)
+    assert "Upload a video first" in outputs[0]
+    assert not [w for w in caught if "gradio" in (w.filename or "")], [str(w.message) for w in caught]
+
+
 def test_the_api_raises_the_same_message_without_a_traceback(video_tab, tmp_path: Path) -> None:
     import gradio as gr
 

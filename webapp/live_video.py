@@ -385,7 +385,6 @@ def _write_tracked(source: BoundedVideo, model, csv_path: Path, video_path: Path
 
 
 NO_VIDEO = "upload a video first (any format OpenCV reads: mp4, webm, mov, avi, mkv), then press Track keypoints"
-TOAST_SECONDS = 8
 VIDEO_QUEUE = {"concurrency_id": "video", "concurrency_limit": 1}
 """The page's event and the ``track_video`` API share one worker: a video takes up to ~2 min on 2 cores."""
 
@@ -406,13 +405,13 @@ def track_upload_ui(video: Any) -> tuple:
     """The page's event: :func:`track_upload`, but it never raises, so no earlier run's results stay on screen.
 
     An error (no video, not a video, a file outside the uploads, ...): every
-    output cleared, the message in words in the red box (no server path) and in a
-    toast that goes after :data:`TOAST_SECONDS`; nothing in the server log.
+    output cleared, the message in words in the red box (no server path), replaced by
+    the next result; no toast (Gradio 6 groups toasts and quick errors piled up, as on
+    the Keypoints tab); nothing in the server log.
     """
     try:
         video_path, csv_path, text = track_upload(video)
     except gr.Error as e:
-        gr.Warning(e.message, duration=TOAST_SECONDS, title="Could not track this video")
         return video_cleared(e.message)
     return "", video_path, csv_path, text
 
