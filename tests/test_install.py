@@ -126,6 +126,17 @@ def test_wheel_in_a_fresh_venv_without_torch_predicts_offline(tmp_path):
     points = doc["faces"][0]["points"]
     assert len(points) == 68 and all(0 <= x < 512 and 0 <= y < 512 for x, y in points)  # a 512x512 photo
 
+    folder = work / "folder"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(PHOTO, folder / "nested" / "a.jpg")
+    (folder / "notes.jpg").write_text("not a photo")
+    table = _run([kpcore, "predict", "folder", "--out", "faces.parquet", "--workers", "1"], env=env, cwd=work,
+                 timeout=300)
+    assert table.returncode == 0, table.stdout + table.stderr[-3000:]
+    rows = _run([py, "-c", "import pyarrow.parquet as pq; t = pq.read_table('faces.parquet'); "
+                 "print(sorted(t.column('status').to_pylist()), t.num_columns)"], env=env, cwd=work, timeout=120)
+    assert rows.stdout.split("]")[0] + "]" == "['ok', 'unreadable']", rows.stdout + rows.stderr[-2000:]
+
     api = _run([py, "-c", "import sys; from kpcore import Predictor; p = Predictor(); f = p.predict('photo.jpg'); "
                 "print(p.backend_name, p.folder, len(f), f[0].points.shape); "
                 "sys.exit(bool({m.split('.')[0] for m in sys.modules} & {'torch', 'scipy', 'pandas'}))"],
