@@ -832,11 +832,13 @@ def ray_engine(model: str, todo: Sequence[str], options: BatchOptions, workers: 
     pending: dict[str, list] = {}
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         complete = []
-        # a block is cut only between rows; keep a source's rows until all of them have arrived
-        for source in dict.fromkeys(block.column("source").to_pylist()):
-            import pyarrow.compute as pc
-
-            rows = block.filter(pc.equal(block.column("source"), source))
+        # a block is cut only between rows; keep a source's rows until all of them have arrived.
+        # A source's rows are consecutive (one predict_sources call wrote them): zero-copy slices,
+        # not a filter per source (0.3-0.6 ms each over the ~220 columns).
+        sources = block.column("source").to_pylist()
+        starts = [i for i in range(len(sources)) if i == 0 or sources[i] != sources[i - 1]]
+        for start, end in zip(starts, starts[1:] + [len(sources)], strict=True):
+            source, rows = sources[start], block.slice(start, end - start)
             pending.setdefault(source, []).append(rows)
             if sum(len(t) for t in pending[source]) == rows.column(_ROWS_COLUMN)[0].as_py():
                 complete += pending.pop(source)
