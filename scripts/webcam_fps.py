@@ -330,15 +330,20 @@ def summarise(cam: list, shown: list, posts: list, start: float, seconds: float)
     }
 
 
+def launch_with_camera(playwright, clip: Path):
+    """Debian's headless Chromium with ``clip`` (y4m) as a camera the page may use without asking."""
+    return playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={clip}"])
+
+
 def measure_page(url: str, clip: Path, seconds: float, screenshot: Path | None = None,
                  server_pid: int | None = None) -> dict:
     """One headless Chromium with ``clip`` as its camera on the demo at ``url`` (``.../gradio/``)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"])
+        browser = launch_with_camera(p, clip)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             posts: list[float] = []
@@ -492,9 +497,7 @@ def measure_model_in_page(clip: Path, ort_dist: Path, model: Path, seconds: floa
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={clip}"])
+            browser = launch_with_camera(p, clip)
             try:
                 tab = browser.new_page(viewport={"width": 1280, "height": 900})
                 tab.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
@@ -528,9 +531,7 @@ def measure_tracker_page(url: str, clip: Path, seconds: float, screenshot: Path 
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"])
+        browser = launch_with_camera(p, clip)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url)
