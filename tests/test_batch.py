@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -190,15 +191,20 @@ def test_two_workers_give_the_table_of_one(local_table, inputs: Path, tmp_path: 
     assert_same_table(read_table(tmp_path / "w2.parquet"), local_table[1])
 
 
-def test_ray_engine_gives_the_table_of_the_local_engine(local_table, inputs: Path, tmp_path: Path) -> None:
+def test_ray_engine_gives_the_table_of_the_local_engine(local_table, inputs: Path, tmp_path: Path, capfd) -> None:
     ray = pytest.importorskip("ray", reason="Ray Data is the [ray] extra")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        capfd.readouterr()
         summary = run_batch([inputs], tmp_path / "ray.parquet", model=MODEL, workers=2, engine="ray", chunk_size=2)
+        said = capfd.readouterr().err
     finally:
         ray.shutdown()
     assert summary["engine"] == "ray"
     assert_same_table(read_table(tmp_path / "ray.parquet"), local_table[1])
+    # Ray Data's own progress notices are off (kpcore's bar and summary say it), its logger levels restored
+    assert "Progress bars disabled" not in said and "execution finished" not in said, said
+    assert logging.getLogger("ray.data._internal.execution.streaming_executor").level == logging.NOTSET
 
 
 def test_ray_blocks_cut_inside_a_source_come_back_as_whole_sources() -> None:

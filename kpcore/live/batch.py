@@ -43,6 +43,7 @@ Nothing here imports PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -830,11 +831,31 @@ def ray_engine(model: str, todo: Sequence[str], options: BatchOptions, workers: 
     ds = ds.map_batches(RayPredict, fn_constructor_args=(model, threads, asdict(options)), batch_size=chunk_size,
                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
     whole = WholeSources()
-    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        table = whole.add(block)
-        if table is not None:
-            _report_table(table, on_source)
-            yield table
+    with _quiet_ray_data():
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            table = whole.add(block)
+            if table is not None:
+                _report_table(table, on_source)
+                yield table
+
+
+@contextlib.contextmanager
+def _quiet_ray_data():
+    """Ray Data's own progress notices off while it runs: our bar and summary say the same (its
+    "progress bars disabled" warning and "execution finished in" line); its warnings and errors stay."""
+    import logging
+
+    quiet = {"ray.data._internal.progress": logging.ERROR, "ray.data._internal.execution.streaming_executor":
+             logging.WARNING}
+    loggers = {name: logging.getLogger(name) for name in quiet}
+    before = {name: lg.level for name, lg in loggers.items()}
+    for name, lg in loggers.items():
+        lg.setLevel(quiet[name])
+    try:
+        yield
+    finally:
+        for name, lg in loggers.items():
+            lg.setLevel(before[name])
 
 
 class WholeSources:
@@ -946,8 +967,15 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, model
     bar = tqdm(total=len(found.sources), initial=len(found.sources) - len(todo), unit="img", desc="predict",
                disable=not progress, dynamic_ncols=True)
 
+    starting = engine == "ray" and bool(todo)
+    if starting:
+        bar.set_description_str("predict (starting Ray)")  # its actors take seconds to start
+
     def on_source(source: str, n: int) -> None:
-        nonlocal faces
+        nonlocal faces, starting
+        if starting:
+            bar.set_description_str("predict", refresh=False)
+            starting = False
         faces += n
         bar.update(1)
         bar.set_postfix(faces=faces, refresh=False)
