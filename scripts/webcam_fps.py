@@ -526,22 +526,40 @@ def measure_model_in_page(clip: Path, ort_dist: Path, model: Path, seconds: floa
 
 
 def measure_tracker_page(url: str, clip: Path, seconds: float, screenshot: Path | None = None,
-                         server_pid: int | None = None) -> dict:
-    """The Webcam tab's in-browser tracker in headless Chromium with ``clip`` as its camera (``url``: .../gradio/)."""
+                         server_pid: int | None = None, latency_ms: float = 0) -> dict:
+    """The Webcam tab's in-browser tracker in headless Chromium with ``clip`` as its camera (``url``: .../gradio/).
+
+    ``latency_ms``: added to every request (Chromium's network emulation), as on a slow link or a busy server:
+    the page must not take a click on *Start camera* before its script has loaded.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = launch_with_camera(p, clip)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            if latency_ms:
+                page.context.new_cdp_session(page).send("Network.emulateNetworkConditions", {
+                    "offline": False, "latency": latency_ms, "downloadThroughput": -1, "uploadThroughput": -1})
             page.goto(url)
             page.get_by_role("tab", name="Webcam").click()
             page.locator("#kp-webcam-browser iframe").wait_for(state="visible")
             frame = page.frame_locator("#kp-webcam-browser iframe")
-            frame.get_by_role("button", name="Start camera").click()
+            # enabled once the page's module (and onnxruntime-web) has loaded; click() waits for that
+            frame.get_by_role("button", name="Start camera").click(timeout=120_000)
             inner = next(f for f in page.frames if f.url.endswith("/webcam/index.html"))
-            inner.wait_for_function("window.__kpWebcam && (window.__kpWebcam.drawn.length > 0 || "
-                                    "window.__kpWebcam.error)", timeout=120_000)
+            try:
+                inner.wait_for_function("window.__kpWebcam && (window.__kpWebcam.drawn.length > 0 || "
+                                        "window.__kpWebcam.error)", timeout=120_000)
+            except Exception as e:  # playwright's TimeoutError: say where the page stopped
+                state = inner.evaluate("() => { const p = window.__kpWebcam || {}; return {ready: p.ready, "
+                                       "frames: p.frames, detectorRuns: p.detectorRuns, error: p.error, "
+                                       "stats: document.getElementById('stats').textContent}; }")
+                raise RuntimeError(f"no frame drawn in 120 s: page state {state}; console (last 20): "
+                                   f"{console[-20:]}") from e
             if inner.evaluate("window.__kpWebcam.error"):
                 raise RuntimeError(f"the page failed: {inner.evaluate('window.__kpWebcam.error')}")
             page.wait_for_timeout(WARMUP_S * 1000)

@@ -217,4 +217,8 @@ function stop() {
 
 $('start').addEventListener('click', start);
 $('stop').addEventListener('click', stop);
+// The button is disabled in the HTML until this module (and onnxruntime-web, which it imports)
+// has loaded: a click before then would have had no listener and done nothing.
+$('start').disabled = false;
+$('start').removeAttribute('title');
 if (new URLSearchParams(location.search).has('autostart')) start();
