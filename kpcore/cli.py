@@ -502,8 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: models (accuracy, latency, training of every shipped model), speed "
                         "(ms/face PyTorch vs ONNX vs dlib, photo split, detection recall), video (kpcore track "
                         "fps, jitter, NME), mtfl (the model and dlib on MTFL val, per head pose), batch (photos/s of "
-                        "kpcore predict's engines vs dlib and MediaPipe on 1,000 photos); rows of sections not run "
-                        "are kept")
+                        "kpcore predict's engines vs dlib and MediaPipe on 1,000 photos, then 4,000); rows of sections "
+                        "not run are kept")
     s.add_argument("--model", help="checkpoint for the speed and video sections (default: checkpoints/face68-300w)")
     s.add_argument("--threads", type=_count(1), help="CPU threads (default 2)")
     s.set_defaults(func=_cmd_bench)

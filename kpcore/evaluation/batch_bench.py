@@ -24,6 +24,11 @@ others' load changes a 2-process run more than a 1-process one). dlib and MediaP
 longer side as kpcore's loader does. A ``resume`` row kills a 2-worker run
 with SIGKILL half-way, runs the same command again and counts the faces lost
 or repeated against the uninterrupted 1-worker table.
+
+Then the 2-worker, Ray, dlib and MediaPipe rows again on :data:`LARGE_BATCH_PHOTOS`
+photos (the same 1,000 first), :data:`LARGE_ROUNDS` rounds: each job's start-up (worker
+processes or Ray actors, models loaded) is timed with it and is a smaller share of a larger
+collection. The ``photos`` field tells the two apart.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ from pathlib import Path
 from ..data.imageio import DEFAULT_MAX_SIDE
 
 BATCH_PHOTOS = 1000
+LARGE_BATCH_PHOTOS = 4000
+"""A second collection, measured after the first (the 1,000 and 3,000 more MTFL photos)."""
+LARGE_ROUNDS = 2
 BENCH_ROUNDS = 3
 """Each method runs this many times, in rotated order; the fastest run is its row."""
 MEDIAPIPE_ENV = "KPCORE_MEDIAPIPE_PYTHON"
@@ -141,22 +149,53 @@ def _row(method: str, photos: int, seconds: float, faces: int, **extra) -> dict:
 
 
 def batch_rows(data_root=None, model: str = "face68-300w", quick: bool = False,
-               rounds: int = BENCH_ROUNDS) -> list[dict]:
+               rounds: int = BENCH_ROUNDS, large: int | None = LARGE_BATCH_PHOTOS) -> list[dict]:
     """The batch section's rows (see the module docstring); ``quick`` uses 100 photos and one round.
 
     Every method runs once per round, in a rotated order; its row is its fastest round
     (``photos_per_s_runs`` lists them all): on a shared machine the others' load only slows
-    a run down, so the fastest is the closest to the method's own cost.
+    a run down, so the fastest is the closest to the method's own cost. With ``large`` (not in
+    ``quick``), the 2-worker, Ray, dlib and MediaPipe rows are measured again on that many
+    photos, :data:`LARGE_ROUNDS` rounds: a job's start-up is a smaller share of a larger one.
     """
-    from ..live.batch import available_cores, read_table, run_batch
+    from ..live.batch import available_cores
     from .reference import DlibLandmarks
 
     photos = batch_photos(data_root, 100 if quick else BATCH_PHOTOS)
     if not photos:
         print("batch section skipped: no 300-W or MTFL photos under the data root")
         return []
-    rounds = 1 if quick else rounds
     cores = available_cores()
+    python = _helper_python("mediapipe", MEDIAPIPE_ENV)
+    dlib = DlibLandmarks.available()
+    if not dlib:
+        print("batch section: no dlib row (pip install dlib-bin; apt-get install libdlib-data)")
+    if not python:
+        print(f"batch section: no MediaPipe row (not importable here; set ${MEDIAPIPE_ENV} to a Python with "
+              f"mediapipe)")
+    ray_started = _start_ray(cores)
+    ray = ray_started[0] if ray_started else None
+    try:
+        rows = _collection_rows(photos, model, 1 if quick else rounds, cores, ray is not None, dlib, python,
+                                first=True)
+        if large and not quick:
+            more = batch_photos(data_root, large)
+            if len(more) > len(photos):
+                rows += _collection_rows(more, model, LARGE_ROUNDS, cores, ray is not None, dlib, python,
+                                         first=False)
+    finally:
+        if ray_started and ray_started[1]:
+            ray.shutdown()
+    return rows
+
+
+def _collection_rows(photos: list[Path], model: str, rounds: int, cores: int, ray: bool, dlib: bool,
+                     python: str | None, first: bool) -> list[dict]:
+    """The rows of one collection. ``first``: also the 1-worker row (the others' reference
+    table) and the SIGKILL + resume row; else the 2-worker table is the reference."""
+    from ..live.batch import read_table, run_batch
+    from .reference import DlibLandmarks
+
     with tempfile.TemporaryDirectory(prefix="kpcore-batch-bench-") as tmp:
         tmp = Path(tmp)
         listing = tmp / "photos.txt"
@@ -178,63 +217,55 @@ def batch_rows(data_root=None, model: str = "face68-300w", quick: bool = False,
             out = tmp / f"ray-{i}.parquet"
             s = run_batch([listing], out, model=model, workers=2, engine="ray")
             return _row("kpcore Ray Data, 2 actors", s["inputs"], s["seconds"], s["faces"], engine="ray", workers=2,
-                        threads=max(1, cores // 2), max_diff_vs_local_px=_max_point_diff(read_table(out), tables[1]))
+                        threads=max(1, cores // 2),
+                        max_diff_vs_local_px=_max_point_diff(read_table(out), tables[reference]))
 
         def dlib_run(i: int) -> dict:
             r = _run_loop(sys.executable, _DLIB, tmp / "photos.json", str(DlibLandmarks().path))
             return _row("dlib HOG + 68-point ERT", len(photos), r["seconds"], r["faces"], engine="dlib", workers=1,
                         threads=1, upsample=0, photos_with_face=r["photos_with_face"], version=r["version"])
 
-        python = _helper_python("mediapipe", MEDIAPIPE_ENV)
-
         def mediapipe_run(i: int) -> dict:
             r = _run_loop(python, _MEDIAPIPE, tmp / "photos.json")
             return _row("MediaPipe Face Mesh", len(photos), r["seconds"], r["faces"], engine="mediapipe", workers=1,
                         threads=None, photos_with_face=r["photos_with_face"], version=r["version"], python=python)
 
-        methods = {"local1": local(1), "local2": local(2)}
-        ray_started = _start_ray(cores)
-        ray = ray_started[0] if ray_started else None
-        if ray is not None:
+        reference = 1 if first else 2  # its table is made before the Ray run's (first in round 0)
+        methods = {"local1": local(1)} if first else {}
+        methods["local2"] = local(2)
+        if ray:
             methods["ray"] = ray_run
-        if DlibLandmarks.available():
+        if dlib:
             methods["dlib"] = dlib_run
-        else:
-            print("batch section: no dlib row (pip install dlib-bin; apt-get install libdlib-data)")
         if python:
             methods["mediapipe"] = mediapipe_run
-        else:
-            print(f"batch section: no MediaPipe row (not importable here; set ${MEDIAPIPE_ENV} to a Python with "
-                  f"mediapipe)")
         best: dict[str, dict] = {}
         runs: dict[str, list[float]] = {}
         loads: dict[str, list[float]] = {}
         names = list(methods)
-        try:
-            for i in range(rounds):
-                order = names[i % len(names):] + names[:i % len(names)]
-                if i == 0:  # the local 1-worker table is the reference of the others
-                    order = ["local1"] + [n for n in order if n != "local1"]
-                for name in order:
-                    load = round(os.getloadavg()[0], 2)  # the machine's 1-minute load just before the run
-                    row = {**methods[name](i), "load_before": load}
-                    print(row, flush=True)
-                    runs.setdefault(name, []).append(row["photos_per_s"])
-                    loads.setdefault(name, []).append(load)
-                    if name not in best or row["photos_per_s"] > best[name]["photos_per_s"]:
-                        best[name] = row
-        finally:
-            if ray_started and ray_started[1]:
-                ray.shutdown()
+        first_name = f"local{reference}"
+        for i in range(rounds):
+            order = names[i % len(names):] + names[:i % len(names)]
+            if i == 0:  # the reference table is made first
+                order = [first_name] + [n for n in order if n != first_name]
+            for name in order:
+                load = round(os.getloadavg()[0], 2)  # the machine's 1-minute load just before the run
+                row = {**methods[name](i), "load_before": load}
+                print(row, flush=True)
+                runs.setdefault(name, []).append(row["photos_per_s"])
+                loads.setdefault(name, []).append(load)
+                if name not in best or row["photos_per_s"] > best[name]["photos_per_s"]:
+                    best[name] = row
         rows = [{**best[n], "rounds": len(runs[n]), "photos_per_s_runs": runs[n], "load_before_runs": loads[n]}
                 for n in names]
-        rows.append(_resume_row(listing, tmp, tables[1], model))
-        print(rows[-1], flush=True)
-    dlib = best.get("dlib")
-    fastest_local = max(best["local1"]["photos_per_s"], best["local2"]["photos_per_s"])
+        if first:
+            rows.append(_resume_row(listing, tmp, tables[1], model))
+            print(rows[-1], flush=True)
+    dlib_row = best.get("dlib")
+    fastest_local = max(best[n]["photos_per_s"] for n in names if n.startswith("local"))
     for r in rows:
-        if dlib and "photos_per_s" in r:
-            r["vs_dlib"] = round(r["photos_per_s"] / dlib["photos_per_s"], 2)
+        if dlib_row and "photos_per_s" in r:
+            r["vs_dlib"] = round(r["photos_per_s"] / dlib_row["photos_per_s"], 2)
         if r.get("engine") == "ray":
             r["vs_local"] = round(r["photos_per_s"] / fastest_local, 2)
     return rows
