@@ -153,3 +153,19 @@ def read_table_faces(photos: Path) -> list[float]:
     table = predict_sources(load_predictor("face68-300w", None), sorted(str(p) for p in photos.iterdir()))
     return [c for c, s in zip(table.column("confidence").to_pylist(), table.column("status").to_pylist(),
                               strict=True) if s == "ok"]
+
+
+def test_a_crop_that_cannot_be_written_stops_align_with_the_error(tmp_path: Path, monkeypatch) -> None:
+    """Crops are saved on a thread pool: a failed save (a full disk) must still end the run, not vanish."""
+    import kpcore.live.align as align
+
+    def full_disk(crop, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(align, "_save_png", full_disk)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(REPO / "webapp" / "examples" / "astronaut.jpg", photos / "astronaut.jpg")
+    with pytest.raises(OSError, match="No space left"):
+        align.align_inputs([photos], tmp_path / "aligned", size=64, min_confidence=0.0)
+    assert not (tmp_path / "aligned" / "index.parquet").exists()  # no index naming crops that are not there
