@@ -538,6 +538,7 @@ def measure_tracker_page(url: str, clip: Path, seconds: float, screenshot: Path 
         browser = launch_with_camera(p, clip)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(120_000)  # a loaded machine, and latency_ms on every request
             console: list[str] = []
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
