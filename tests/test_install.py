@@ -137,6 +137,13 @@ def test_wheel_in_a_fresh_venv_without_torch_predicts_offline(tmp_path):
                  "print(sorted(t.column('status').to_pylist()), t.num_columns)"], env=env, cwd=work, timeout=120)
     assert rows.stdout.split("]")[0] + "]" == "['ok', 'unreadable']", rows.stdout + rows.stderr[-2000:]
 
+    aligned = _run([kpcore, "align", "folder", "--out", "aligned", "--size", "128"], env=env, cwd=work, timeout=300)
+    assert aligned.returncode == 0, aligned.stdout + aligned.stderr[-3000:]
+    crops = _run([py, "-c", "import pyarrow.parquet as pq; from PIL import Image; "
+                  "t = pq.read_table('aligned/index.parquet').to_pylist(); "
+                  "print(len(t), [Image.open('aligned/' + r['file']).size for r in t])"], env=env, cwd=work, timeout=120)
+    assert crops.stdout.strip() == "1 [(128, 128)]", crops.stdout + crops.stderr[-2000:]
+
     api = _run([py, "-c", "import sys; from kpcore import Predictor; p = Predictor(); f = p.predict('photo.jpg'); "
                 "print(p.backend_name, p.folder, len(f), f[0].points.shape); "
                 "sys.exit(bool({m.split('.')[0] for m in sys.modules} & {'torch', 'scipy', 'pandas'}))"],
