@@ -182,6 +182,9 @@ def align_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, mo
         (inputs), ``out``, ``index``.
     """
     import pyarrow as pa
+    from tqdm import tqdm
+
+    from ..data.imageio import load_image
 
     if not 0.0 <= min_confidence <= 1.0:
         raise InputError(f"min_confidence must be in [0, 1]; got {min_confidence}")
@@ -201,18 +204,28 @@ def align_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, mo
     index: dict[str, list] = {k: [] for k in ("file", "source", "face", "confidence", "det_score", "size")}
     index.update({f"m{r}{c}": [] for r in range(2) for c in range(3)})
     counts = dict.fromkeys(("low_confidence", "no_face", "unreadable", "error"), 0)
-    # crops are encoded on a thread pool (Pillow lets go of the GIL while it compresses), beside the next
-    # photo's prediction; a bounded queue of them keeps memory flat
-    savers = max(1, available_cores())
-    saver = ThreadPoolExecutor(savers)
-    pending: deque = deque()
-    try:
-        _align_sources(found.sources, predictor, folder, size, min_confidence, progress, index, counts, saver,
-                       pending, 4 * savers)
-        while pending:
-            pending.popleft().result()  # an error writing a crop (a full disk) is raised here
-    finally:
-        saver.shutdown(wait=True, cancel_futures=True)
+    with _CropWriter() as writer:
+        for source in tqdm(found.sources, unit="img", desc="align", disable=not progress):
+            rows = predict_sources(predictor, [source], BatchOptions()).to_pylist()
+            faces = [r for r in rows if r["status"] == "ok"]
+            if not faces:
+                counts[rows[0]["status"]] += 1
+                continue
+            keep = [r for r in faces if r["confidence"] is None or r["confidence"] >= min_confidence]
+            counts["low_confidence"] += len(faces) - len(keep)
+            if not keep:
+                continue
+            photo = load_image(source, max_side=None)  # full resolution: the points are in its pixels
+            for r in keep:
+                points = np.array([[r[f"x{k}"], r[f"y{k}"]] for k in range(NUM_POINTS)])
+                crop, matrix = align_face(photo, points, size)
+                name = f"{len(index['file']):05d}.png"
+                writer.write(crop, folder / name)
+                for key, value in (("file", name), ("source", source), ("face", r["face"]),
+                                   ("confidence", r["confidence"]), ("det_score", r["det_score"]), ("size", size)):
+                    index[key].append(value)
+                for (i, j), v in np.ndenumerate(matrix):
+                    index[f"m{i}{j}"].append(float(v))
     schema = pa.schema([("file", pa.string()), ("source", pa.string()), ("face", pa.int64()),
                         ("confidence", pa.float64()), ("det_score", pa.float64()), ("size", pa.int64()),
                         *((name, pa.float64()) for name in index if name.startswith("m"))])
@@ -227,32 +240,29 @@ def _save_png(crop: np.ndarray, path: Path) -> None:
     Image.fromarray(crop).save(path, compress_level=PNG_LEVEL)
 
 
-def _align_sources(sources, predictor, folder: Path, size: int, min_confidence: float, progress: bool,
-                   index: dict[str, list], counts: dict[str, int], saver, pending: deque, queue: int) -> None:
-    from tqdm import tqdm
+class _CropWriter:
+    """Crops saved by :func:`_save_png` on a thread per core (Pillow lets go of the GIL while it
+    compresses), beside the next photo's prediction. At most 4 crops per thread wait, so memory
+    stays flat; an error writing one (a full disk) is raised by a later :meth:`write` or on leaving
+    the ``with`` block, before anything else is written."""
 
-    from ..data.imageio import load_image
+    def __init__(self) -> None:
+        threads = max(1, available_cores())
+        self._pool = ThreadPoolExecutor(threads)
+        self._pending: deque = deque()
+        self._limit = 4 * threads
 
-    for source in tqdm(sources, unit="img", desc="align", disable=not progress):
-        rows = predict_sources(predictor, [source], BatchOptions()).to_pylist()
-        faces = [r for r in rows if r["status"] == "ok"]
-        if not faces:
-            counts[rows[0]["status"]] += 1
-            continue
-        keep = [r for r in faces if r["confidence"] is None or r["confidence"] >= min_confidence]
-        counts["low_confidence"] += len(faces) - len(keep)
-        if not keep:
-            continue
-        photo = load_image(source, max_side=None)  # full resolution: the points are in its pixels
-        for r in keep:
-            points = np.array([[r[f"x{k}"], r[f"y{k}"]] for k in range(NUM_POINTS)])
-            crop, matrix = align_face(photo, points, size)
-            name = f"{len(index['file']):05d}.png"
-            pending.append(saver.submit(_save_png, crop, folder / name))
-            while len(pending) > queue:
-                pending.popleft().result()
-            for key, value in (("file", name), ("source", source), ("face", r["face"]),
-                               ("confidence", r["confidence"]), ("det_score", r["det_score"]), ("size", size)):
-                index[key].append(value)
-            for (i, j), v in np.ndenumerate(matrix):
-                index[f"m{i}{j}"].append(float(v))
+    def write(self, crop: np.ndarray, path: Path) -> None:
+        self._pending.append(self._pool.submit(_save_png, crop, path))
+        while len(self._pending) > self._limit:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> _CropWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            while exc_type is None and self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
