@@ -79,6 +79,8 @@ LOOP_GUARD_MS = CLIP_SECONDS * 1000 / 2
 """Only preview frames this recent count (the clip loops, so a number comes back every CLIP_SECONDS)."""
 WARMUP_S = 4.0
 """Seconds of streaming before counting starts (the model loads on the first frame)."""
+PAGE_TIMEOUT_MS = 120_000
+"""How long a page may take to load, start and draw (a loaded machine; ``latency_ms``)."""
 
 
 def load_average() -> str:
@@ -365,7 +367,7 @@ def measure_page(url: str, clip: Path, seconds: float, screenshot: Path | None =
             page.wait_for_function("document.querySelector('#kp-camera video').videoWidth > 0")
             page.evaluate(PAGE_PROBE)
             camera.get_by_text("Record").click()
-            page.wait_for_function("window.__webcamProbe.shown.length > 0", timeout=120_000)
+            page.wait_for_function("window.__webcamProbe.shown.length > 0", timeout=PAGE_TIMEOUT_MS)
             page.wait_for_timeout(WARMUP_S * 1000)
             start = page.evaluate("performance.now()")
             load_before = load_average()
@@ -501,7 +503,7 @@ def measure_model_in_page(clip: Path, ort_dist: Path, model: Path, seconds: floa
             try:
                 tab = browser.new_page(viewport={"width": 1280, "height": 900})
                 tab.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
-                tab.wait_for_function("window.__probe.ready || window.__probe.error", timeout=120_000)
+                tab.wait_for_function("window.__probe.ready || window.__probe.error", timeout=PAGE_TIMEOUT_MS)
                 if tab.evaluate("window.__probe.error"):
                     raise RuntimeError(f"the page failed: {tab.evaluate('window.__probe.error')}")
                 tab.wait_for_timeout(WARMUP_S * 1000)
@@ -538,7 +540,7 @@ def measure_tracker_page(url: str, clip: Path, seconds: float, screenshot: Path 
         browser = launch_with_camera(p, clip)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(120_000)  # a loaded machine, and latency_ms on every request
+            page.set_default_timeout(PAGE_TIMEOUT_MS)  # every step below
             console: list[str] = []
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
@@ -550,17 +552,17 @@ def measure_tracker_page(url: str, clip: Path, seconds: float, screenshot: Path 
             page.locator("#kp-webcam-browser iframe").wait_for(state="visible")
             frame = page.frame_locator("#kp-webcam-browser iframe")
             # enabled once the page's module (and onnxruntime-web) has loaded; click() waits for that
-            frame.get_by_role("button", name="Start camera").click(timeout=120_000)
+            frame.get_by_role("button", name="Start camera").click()
             inner = next(f for f in page.frames if f.url.endswith("/webcam/index.html"))
             try:
                 inner.wait_for_function("window.__kpWebcam && (window.__kpWebcam.drawn.length > 0 || "
-                                        "window.__kpWebcam.error)", timeout=120_000)
+                                        "window.__kpWebcam.error)")
             except Exception as e:  # playwright's TimeoutError: say where the page stopped
                 state = inner.evaluate("() => { const p = window.__kpWebcam || {}; return {ready: p.ready, "
                                        "frames: p.frames, detectorRuns: p.detectorRuns, error: p.error, "
                                        "stats: document.getElementById('stats').textContent}; }")
-                raise RuntimeError(f"no frame drawn in 120 s: page state {state}; console (last 20): "
-                                   f"{console[-20:]}") from e
+                raise RuntimeError(f"no frame drawn in {PAGE_TIMEOUT_MS / 1000:.0f} s: page state {state}; "
+                                   f"console (last 20): {console[-20:]}") from e
             if inner.evaluate("window.__kpWebcam.error"):
                 raise RuntimeError(f"the page failed: {inner.evaluate('window.__kpWebcam.error')}")
             page.wait_for_timeout(WARMUP_S * 1000)
